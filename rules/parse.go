@@ -1,0 +1,456 @@
+package rules
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxSourceSize bounds one definition source; a larger one is refused
+// before parsing so that a runaway file cannot exhaust memory.
+const MaxSourceSize = 32 << 20
+
+// Parse reads one definition source, YAML 1.2 or JSON (JSON is read as the
+// YAML it is). It reports every structural problem it finds — unknown
+// fields, values of the wrong kind, a boolean where a variant name belongs —
+// as [Errors]. The returned document is never nil: flags that could not be
+// read are kept by key only, so that [Load] can report the problems of the
+// other flags in the same pass.
+func Parse(name string, data []byte) (*Document, error) {
+	doc := &Document{Name: name}
+	p := &parser{errs: errs{file: name}}
+	if len(data) > MaxSourceSize {
+		p.add("", 0, "file is %d bytes, more than the limit of %d", len(data), MaxSourceSize)
+		return doc, p.err()
+	}
+	root := p.unmarshal(name, data)
+	if root == nil {
+		return doc, p.err() // nil error: an empty file defines nothing
+	}
+	p.document(doc, root)
+	return doc, p.err()
+}
+
+// unmarshal parses data into a node tree. A .json source is held to JSON's
+// own grammar first, since YAML would quietly accept a trailing comma.
+func (p *parser) unmarshal(name string, data []byte) *yaml.Node {
+	if strings.HasSuffix(strings.ToLower(name), ".json") {
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			line := 0
+			if se, ok := err.(*json.SyntaxError); ok {
+				line = 1 + bytes.Count(data[:se.Offset], []byte("\n"))
+			}
+			p.add("", line, "not valid JSON: %v", err)
+			return nil
+		}
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		p.add("", 0, "not valid YAML or JSON: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil
+	}
+	if root.Kind == 0 || len(root.Content) == 0 {
+		return nil
+	}
+	return root.Content[0]
+}
+
+// ParseFlag reads one flag definition, as the admin API receives it.
+func ParseFlag(name, key string, data []byte) (*Flag, error) {
+	p := &parser{errs: errs{file: name}}
+	root := p.unmarshal(name, data)
+	if root == nil {
+		if len(p.list) == 0 {
+			p.add("", 0, "empty flag definition")
+		}
+		return nil, p.err()
+	}
+	f := p.flag(key, "flags."+key, root)
+	return f, p.err()
+}
+
+type parser struct {
+	errs
+}
+
+var (
+	documentFields = []string{"$schema", "segments", "flags"}
+	flagFields     = []string{"description", "owner", "ticket", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "rules"}
+	ruleFields     = []string{"name", "when", "serve", "split"}
+)
+
+func (p *parser) document(doc *Document, n *yaml.Node) {
+	if !p.isMapping(n, "", "the top level") {
+		return
+	}
+	p.fields(n, "", documentFields, func(key string, v *yaml.Node) {
+		switch key {
+		case "segments":
+			p.entries(v, "segments", func(name string, kn, sv *yaml.Node) {
+				path := "segments." + name
+				doc.Segments = append(doc.Segments, &Segment{Name: name, When: p.conditions(path, sv), line: kn.Line})
+			})
+		case "flags":
+			p.entries(v, "flags", func(key string, kn, fv *yaml.Node) {
+				f := p.flag(key, "flags."+key, fv)
+				f.line = kn.Line
+				doc.Flags = append(doc.Flags, f)
+			})
+		}
+	})
+}
+
+func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
+	f := &Flag{Key: key, line: n.Line}
+	before := len(p.list)
+	if !p.isMapping(n, path, "a flag") {
+		f.broken = true
+		return f
+	}
+	p.fields(n, path, flagFields, func(field string, v *yaml.Node) {
+		fp := path + "." + field
+		switch field {
+		case "description":
+			f.Description = p.text(v, fp)
+		case "owner":
+			f.Owner = p.text(v, fp)
+		case "ticket":
+			f.Ticket = p.text(v, fp)
+		case "salt":
+			f.Salt = p.text(v, fp)
+		case "variants":
+			p.sequence(v, fp, func(i int, vn *yaml.Node) {
+				f.Variants = append(f.Variants, p.variant(vn, fmt.Sprintf("%s[%d]", fp, i)))
+			})
+		case "off_variant":
+			f.OffVariant = p.variant(v, fp)
+		case "default":
+			f.Default = p.variant(v, fp)
+		case "enabled":
+			f.Enabled = p.boolean(v, fp)
+		case "client":
+			if b := p.boolean(v, fp); b != nil {
+				f.Client = *b
+			}
+		case "header":
+			f.Header = p.boolean(v, fp)
+		case "rules":
+			p.sequence(v, fp, func(i int, rn *yaml.Node) {
+				f.Rules = append(f.Rules, p.rule(fmt.Sprintf("%s[%d]", fp, i), rn))
+			})
+		}
+	})
+	f.broken = len(p.list) > before
+	return f
+}
+
+func (p *parser) rule(path string, n *yaml.Node) Rule {
+	r := Rule{line: n.Line}
+	if !p.isMapping(n, path, "a rule") {
+		return r
+	}
+	seen := map[string]bool{}
+	p.fields(n, path, ruleFields, func(field string, v *yaml.Node) {
+		seen[field] = true
+		fp := path + "." + field
+		switch field {
+		case "name":
+			r.Name = p.text(v, fp)
+		case "when":
+			r.When = p.conditions(fp, v)
+		case "serve":
+			r.Serve = p.variant(v, fp)
+		case "split":
+			p.entries(v, fp, func(variant string, kn, wn *yaml.Node) {
+				wp := fp + "." + variant
+				p.checkVariantNode(kn, wp)
+				r.Split = append(r.Split, Weight{Variant: variant, BasisPoints: p.percent(wn, wp), line: kn.Line})
+			})
+		}
+	})
+	switch {
+	case seen["serve"] && seen["split"]:
+		p.add(path, n.Line, "has both serve and split: keep one")
+	case !seen["serve"] && !seen["split"]:
+		p.add(path, n.Line, "needs serve (one variant) or split (variant: percentage, …)")
+	}
+	return r
+}
+
+// conditions reads a `when` mapping (or a segment): attribute → operator → value(s).
+func (p *parser) conditions(path string, n *yaml.Node) []Condition {
+	var conds []Condition
+	p.entries(n, path, func(attr string, _, ops *yaml.Node) {
+		ap := path + "." + attr
+		if ops.Kind != yaml.MappingNode {
+			p.add(ap, ops.Line, "want operators, e.g. {in: [a, b]}, got %s", describe(ops))
+			return
+		}
+		if len(ops.Content) == 0 {
+			p.add(ap, ops.Line, "no operator: write e.g. {in: [a, b]}")
+			return
+		}
+		p.entries(ops, ap, func(op string, _, vn *yaml.Node) {
+			op = strings.TrimSpace(op)
+			c := Condition{Attribute: attr, Operator: op, line: vn.Line}
+			vp := ap + "." + op
+			value := func(i int, sn *yaml.Node) {
+				ip := vp
+				if vn.Kind == yaml.SequenceNode {
+					ip = fmt.Sprintf("%s[%d]", vp, i)
+				}
+				if strings.HasPrefix(attr, "flag.") {
+					p.checkVariantNode(sn, ip)
+				}
+				if s, ok := p.scalar(sn, ip); ok {
+					c.Values = append(c.Values, s)
+				}
+			}
+			if vn.Kind == yaml.SequenceNode {
+				if len(vn.Content) == 0 {
+					p.add(vp, vn.Line, "empty list: give at least one value")
+				}
+				p.sequence(vn, vp, value)
+			} else {
+				value(0, vn)
+			}
+			conds = append(conds, c)
+		})
+	})
+	return conds
+}
+
+// isMapping reports whether n is a mapping, and says what was expected if not.
+func (p *parser) isMapping(n *yaml.Node, path, what string) bool {
+	n = p.resolve(n, path)
+	if n == nil {
+		return false
+	}
+	if n.Kind != yaml.MappingNode {
+		p.add(path, n.Line, "want %s as a mapping (key: value), got %s", what, describe(n))
+		return false
+	}
+	return true
+}
+
+// fields calls fn for each known field of mapping n and reports unknown ones.
+func (p *parser) fields(n *yaml.Node, path string, known []string, fn func(key string, v *yaml.Node)) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := n.Content[i], n.Content[i+1]
+		key := kn.Value
+		if p.duplicate(n, i, join(path, key)) {
+			continue
+		}
+		if !slices.Contains(known, key) {
+			p.add(join(path, key), kn.Line, "unknown field %q%s: known fields are %s", key, didYouMean(key, known), strings.Join(known, ", "))
+			continue
+		}
+		if vn = p.resolve(vn, join(path, key)); vn != nil {
+			fn(key, vn)
+		}
+	}
+}
+
+// entries calls fn for each key of a mapping whose keys are names (flags,
+// segments, attributes, split variants).
+func (p *parser) entries(n *yaml.Node, path string, fn func(key string, kn, vn *yaml.Node)) {
+	if !p.isMapping(n, path, "a mapping") {
+		return
+	}
+	var seen map[string]int
+	if len(n.Content) > 2*smallSet {
+		seen = make(map[string]int, len(n.Content)/2)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := n.Content[i], n.Content[i+1]
+		if kn.Kind != yaml.ScalarNode {
+			p.add(path, kn.Line, "want a name as key, got %s", describe(kn))
+			continue
+		}
+		if p.duplicateIn(seen, n, i, join(path, kn.Value)) {
+			continue
+		}
+		if vn = p.resolve(vn, join(path, kn.Value)); vn != nil {
+			fn(kn.Value, kn, vn)
+		}
+	}
+}
+
+// duplicate reports whether the i-th key of mapping n was written before in
+// it: YAML parsers differ on which one wins, so the repeat is refused.
+func (p *parser) duplicate(n *yaml.Node, i int, path string) bool {
+	return p.duplicateIn(nil, n, i, path)
+}
+
+// duplicateIn is duplicate with an index of the keys seen so far, for large
+// mappings (flags, segments); with a nil index it scans the earlier keys.
+func (p *parser) duplicateIn(seen map[string]int, n *yaml.Node, i int, path string) bool {
+	kn := n.Content[i]
+	first := 0
+	if seen != nil {
+		first = seen[kn.Value]
+		if first == 0 {
+			seen[kn.Value] = i + 1
+		}
+	} else {
+		for j := 0; j < i; j += 2 {
+			if n.Content[j].Value == kn.Value {
+				first = j + 1
+				break
+			}
+		}
+	}
+	if first == 0 {
+		return false
+	}
+	p.add(path, kn.Line, "written twice in the same mapping (first at line %d): keep one", n.Content[first-1].Line)
+	return true
+}
+
+func (p *parser) sequence(n *yaml.Node, path string, fn func(i int, v *yaml.Node)) {
+	if n.Kind != yaml.SequenceNode {
+		p.add(path, n.Line, "want a list, got %s", describe(n))
+		return
+	}
+	for i, v := range n.Content {
+		if v = p.resolve(v, fmt.Sprintf("%s[%d]", path, i)); v != nil {
+			fn(i, v)
+		}
+	}
+}
+
+// resolve refuses aliases: following them could expand a small file into an
+// enormous one, and a flag file gains little from them.
+func (p *parser) resolve(n *yaml.Node, path string) *yaml.Node {
+	if n.Kind == yaml.AliasNode {
+		p.add(path, n.Line, "YAML aliases (*name) are not supported: write the value out")
+		return nil
+	}
+	return n
+}
+
+func (p *parser) scalar(n *yaml.Node, path string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		p.add(path, n.Line, "want a single value, got %s", describe(n))
+		return "", false
+	}
+	if n.Tag == "!!null" {
+		p.add(path, n.Line, "null where a value belongs: write the value (quote it if it is the word null)")
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (p *parser) text(n *yaml.Node, path string) string {
+	s, _ := p.scalar(n, path)
+	return s
+}
+
+// variant reads a variant name, refusing booleans and null with advice:
+// YAML 1.1 tools rewrite on/off/yes/no as true/false.
+func (p *parser) variant(n *yaml.Node, path string) string {
+	if !p.checkVariantNode(n, path) {
+		return ""
+	}
+	s, _ := p.scalar(n, path)
+	return s
+}
+
+func (p *parser) checkVariantNode(n *yaml.Node, path string) bool {
+	switch n.Tag {
+	case "!!bool":
+		p.add(path, n.Line, "%s is a boolean, not a variant name: quote the variant name, e.g. \"on\" (YAML 1.1 tools read on/off/yes/no as booleans)", n.Value)
+		return false
+	case "!!null":
+		p.add(path, n.Line, "null where a variant name belongs: write the variant name, quoted")
+		return false
+	}
+	return true
+}
+
+func (p *parser) boolean(n *yaml.Node, path string) *bool {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+		p.add(path, n.Line, "want true or false (unquoted), got %s", describe(n))
+		return nil
+	}
+	b := strings.EqualFold(n.Value, "true")
+	return &b
+}
+
+// percent reads a percentage as an exact decimal with at most two places and
+// returns it in basis points. Floating point is never involved, so 0.29 is
+// 29 basis points on every machine.
+func (p *parser) percent(n *yaml.Node, path string) int {
+	s, ok := p.scalar(n, path)
+	if !ok {
+		return 0
+	}
+	bp, err := parseBasisPoints(s)
+	if err != nil {
+		p.add(path, n.Line, "%v", err)
+	}
+	return bp
+}
+
+func parseBasisPoints(s string) (int, error) {
+	whole, frac, hasDot := strings.Cut(s, ".")
+	bad := fmt.Errorf("percentage %q: want a number from 0 to 100 with at most 2 decimals, like 12.5", s)
+	if whole == "" || !digits(whole) || (hasDot && (frac == "" || !digits(frac))) {
+		return 0, bad
+	}
+	if len(frac) > 2 {
+		return 0, fmt.Errorf("percentage %q has more than 2 decimals: round it to at most 2 (0.01 %% is the smallest share)", s)
+	}
+	if len(whole) > 3 {
+		return 0, bad
+	}
+	w, _ := strconv.Atoi(whole)
+	f, _ := strconv.Atoi((frac + "00")[:2])
+	bp := w*100 + f
+	if bp > 10000 {
+		return 0, fmt.Errorf("percentage %q is more than 100", s)
+	}
+	return bp, nil
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	switch n.Tag {
+	case "!!null":
+		return "null"
+	case "!!bool":
+		return "the boolean " + n.Value
+	case "!!int", "!!float":
+		return "the number " + n.Value
+	}
+	return strconv.Quote(n.Value)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}

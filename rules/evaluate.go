@@ -1,0 +1,199 @@
+package rules
+
+import "github.com/zeebo/xxh3"
+
+// Reason says why a flag has its variant (OpenFeature names where they exist).
+type Reason uint8
+
+// The reasons of DESIGN.md §5.
+const (
+	ReasonUnknown        Reason = iota
+	ReasonStatic                // the flag has no rules
+	ReasonTargetingMatch        // a rule with serve matched
+	ReasonSplit                 // a rule with split matched and bucketed the unit
+	ReasonDefault               // no rule matched
+	ReasonDisabled              // the flag is killed: everyone gets its off variant
+	ReasonOverride              // a trusted QA override
+	ReasonBot                   // a crawler gets the default
+)
+
+var reasonNames = [...]string{"UNKNOWN", "STATIC", "TARGETING_MATCH", "SPLIT", "DEFAULT", "DISABLED", "OVERRIDE", "BOT"}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "UNKNOWN"
+}
+
+// Result is one flag's answer for one request.
+type Result struct {
+	Variant string
+	Reason  Reason
+	// Rule is the index of the rule that decided, or -1.
+	Rule int
+	// Bucket is the unit's bucket for this flag, 0 … 9999, or -1 when the
+	// evaluation did not need it (or the request has no identity).
+	Bucket int
+
+	index uint8 // the variant's position in the flag's variants
+}
+
+// Evaluation evaluates one Set for one request. Results are computed on
+// demand and kept, so each flag is evaluated at most once per request and
+// prerequisites see the same answer as everything else. Reuse an Evaluation
+// with Reset to evaluate without allocating; it is not safe for concurrent use.
+type Evaluation struct {
+	set     *Set
+	req     Request
+	results []Result
+	done    []bool
+	segs    []int8 // 0 not yet tested, 1 no, 2 yes
+	scratch []byte // salt + "." + unit, reused so hashing never allocates
+
+	unit     string
+	unitRead bool
+	bot      bool
+	botRead  bool
+}
+
+// NewEvaluation returns an Evaluation sized for s.
+func (s *Set) NewEvaluation() *Evaluation {
+	e := &Evaluation{}
+	e.Reset(s, nil)
+	return e
+}
+
+// Reset prepares e to evaluate s for req, reusing e's memory when it is large enough.
+func (e *Evaluation) Reset(s *Set, req Request) {
+	e.set, e.req = s, req
+	e.unit, e.unitRead, e.bot, e.botRead = "", false, false, false
+	e.results = resize(e.results, len(s.flags))
+	e.done = resize(e.done, len(s.flags))
+	e.segs = resize(e.segs, len(s.segments))
+	clear(e.done)
+	clear(e.segs)
+}
+
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// Set returns the Set e evaluates.
+func (e *Evaluation) Set() *Set { return e.set }
+
+// All evaluates every flag.
+func (e *Evaluation) All() {
+	for i := range e.set.flags {
+		e.flag(i)
+	}
+}
+
+// Result returns the answer for the i-th flag of the Set, evaluating it if needed.
+func (e *Evaluation) Result(i int) Result { return *e.flag(i) }
+
+// Lookup returns the answer for the flag with key, evaluating it if needed.
+func (e *Evaluation) Lookup(key string) (Result, bool) {
+	i, ok := e.set.index[key]
+	if !ok {
+		return Result{}, false
+	}
+	return *e.flag(i), true
+}
+
+// Unit returns the identity the evaluation buckets on, "" when none.
+func (e *Evaluation) Unit() string {
+	if !e.unitRead {
+		e.unit, e.unitRead = e.req.Unit(), true
+	}
+	return e.unit
+}
+
+func (e *Evaluation) isBot() bool {
+	if !e.botRead {
+		e.bot, e.botRead = e.req.Bot(), true
+	}
+	return e.bot
+}
+
+// flag evaluates flag i once. Compile has refused cycles, so the recursion
+// through prerequisites ends.
+func (e *Evaluation) flag(i int) *Result {
+	r := &e.results[i]
+	if e.done[i] {
+		return r
+	}
+	f := &e.set.flags[i]
+	r.Rule, r.Bucket = -1, -1
+	r.index, r.Reason = e.decide(f, r)
+	r.Variant = f.variants[r.index]
+	e.done[i] = true
+	return r
+}
+
+// decide returns the variant and reason for f, setting res.Rule and
+// res.Bucket when a rule decides.
+func (e *Evaluation) decide(f *compiledFlag, res *Result) (uint8, Reason) {
+	if !f.enabled {
+		return uint8(f.off), ReasonDisabled
+	}
+	if v, ok := e.req.Override(f.key); ok {
+		if i := indexOf(f.variants, v); i >= 0 {
+			return uint8(i), ReasonOverride
+		}
+	}
+	if e.isBot() {
+		return uint8(f.def), ReasonBot
+	}
+	if len(f.rules) == 0 {
+		return uint8(f.def), ReasonStatic
+	}
+	for j := range f.rules {
+		r := &f.rules[j]
+		if !e.matchAll(r.conds) {
+			continue
+		}
+		if r.serve >= 0 {
+			res.Rule = j
+			return uint8(r.serve), ReasonTargetingMatch
+		}
+		unit := e.Unit()
+		if unit == "" {
+			continue // no identity: not bucketed (DESIGN.md §4)
+		}
+		if res.Bucket < 0 {
+			e.scratch = append(append(e.scratch[:0], f.saltDot...), unit...)
+			res.Bucket = int(xxh3.Hash(e.scratch) % Buckets)
+		}
+		for _, b := range r.split {
+			if res.Bucket < b.upper {
+				res.Rule = j
+				return uint8(b.variant), ReasonSplit
+			}
+		}
+	}
+	return uint8(f.def), ReasonDefault
+}
+
+func (e *Evaluation) matchAll(conds []condition) bool {
+	for k := range conds {
+		if !conds[k].match(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// segment reports whether the request is in segment s, testing it once.
+func (e *Evaluation) segment(s int) bool {
+	if e.segs[s] == 0 {
+		e.segs[s] = 1
+		if e.matchAll(e.set.segments[s].conds) {
+			e.segs[s] = 2
+		}
+	}
+	return e.segs[s] == 2
+}

@@ -42,20 +42,30 @@ type Result struct {
 // Evaluation evaluates one Set for one request. Results are computed on
 // demand and kept, so each flag is evaluated at most once per request and
 // prerequisites see the same answer as everything else. Reuse an Evaluation
-// with Reset to evaluate without allocating; it is not safe for concurrent use.
+// with Reset to evaluate without allocating; it is not safe for concurrent
+// use, and must not be copied once Reset (it may point into itself).
+//
+// Sets of up to InlineFlags flags need no memory beyond the Evaluation
+// itself, so one allocation of a struct embedding it holds a whole request.
 type Evaluation struct {
 	set     *Set
 	req     Request
-	results []Result
-	done    []bool
-	segs    []int8 // 0 not yet tested, 1 no, 2 yes
-	scratch []byte // salt + "." + unit, reused so hashing never allocates
+	results []Result // a result is done once its Reason is set
+	segs    []int8   // 0 not yet tested, 1 no, 2 yes
+	scratch []byte   // salt + "." + unit, reused so hashing never allocates
 
 	unit     string
 	unitRead bool
 	bot      bool
 	botRead  bool
+
+	inlineResults [InlineFlags]Result
+	inlineSegs    [64]int8
+	inlineScratch [128]byte
 }
+
+// InlineFlags is how many flags an Evaluation holds without further memory.
+const InlineFlags = 32
 
 // NewEvaluation returns an Evaluation sized for s.
 func (s *Set) NewEvaluation() *Evaluation {
@@ -68,18 +78,25 @@ func (s *Set) NewEvaluation() *Evaluation {
 func (e *Evaluation) Reset(s *Set, req Request) {
 	e.set, e.req = s, req
 	e.unit, e.unitRead, e.bot, e.botRead = "", false, false, false
-	e.results = resize(e.results, len(s.flags))
-	e.done = resize(e.done, len(s.flags))
-	e.segs = resize(e.segs, len(s.segments))
-	clear(e.done)
+	e.results = resize(e.results, e.inlineResults[:], len(s.flags))
+	e.segs = resize(e.segs, e.inlineSegs[:], len(s.segments))
+	if e.scratch == nil {
+		e.scratch = e.inlineScratch[:0]
+	}
+	clear(e.results)
 	clear(e.segs)
 }
 
-func resize[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
+// resize returns a slice of length n: s when it is large enough, else the
+// inline array when that is, else new memory.
+func resize[T any](s, inline []T, n int) []T {
+	switch {
+	case cap(s) >= n:
+		return s[:n]
+	case len(inline) >= n:
+		return inline[:n]
 	}
-	return s[:n]
+	return make([]T, n)
 }
 
 // Set returns the Set e evaluates.
@@ -123,14 +140,13 @@ func (e *Evaluation) isBot() bool {
 // through prerequisites ends.
 func (e *Evaluation) flag(i int) *Result {
 	r := &e.results[i]
-	if e.done[i] {
+	if r.Reason != ReasonUnknown {
 		return r
 	}
 	f := &e.set.flags[i]
 	r.Rule, r.Bucket = -1, -1
 	r.index, r.Reason = e.decide(f, r)
 	r.Variant = f.variants[r.index]
-	e.done[i] = true
 	return r
 }
 

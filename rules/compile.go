@@ -16,6 +16,9 @@ import (
 // them in a 64-bit set).
 const MaxVariants = 64
 
+// MaxRules bounds the rules of one flag; far more than a person can review.
+const MaxRules = 1000
+
 // Source is one flag definition source: a file's name and contents.
 type Source struct {
 	Name string
@@ -274,6 +277,10 @@ func (c *compiler) variantIndex(file, path string, line int, variants []string, 
 }
 
 func (c *compiler) rules(file string, fi int, f *Flag, cf *compiledFlag, set *Set) []rule {
+	if len(f.Rules) > MaxRules {
+		c.add(file, "flags."+f.Key+".rules", f.line, "%d rules; a flag has at most %d: move shared conditions into segments", len(f.Rules), MaxRules)
+		return nil
+	}
 	out := make([]rule, len(f.Rules))
 	for j, r := range f.Rules {
 		path := fmt.Sprintf("flags.%s.rules[%d]", f.Key, j)

@@ -11,7 +11,7 @@ func (e *Evaluation) AppendDictionary(dst []byte) []byte {
 		}
 		dst = append(dst, e.set.flags[i].key...)
 		dst = append(dst, '=')
-		dst = append(dst, e.flag(i).Variant...)
+		dst = append(dst, e.Variant(i)...)
 	}
 	return dst
 }

@@ -35,8 +35,15 @@ type Result struct {
 	// Bucket is the unit's bucket for this flag, 0 … 9999, or -1 when the
 	// evaluation did not need it (or the request has no identity).
 	Bucket int
+}
 
-	index uint8 // the variant's position in the flag's variants
+// answer is a Result as an Evaluation keeps it: eight bytes, so that a
+// request's answers stay small; Result is built from it on demand.
+type answer struct {
+	index  uint8 // the variant's position in the flag's variants
+	reason Reason
+	rule   int16
+	bucket int16
 }
 
 // Evaluation evaluates one Set for one request. Results are computed on
@@ -50,7 +57,7 @@ type Result struct {
 type Evaluation struct {
 	set     *Set
 	req     Request
-	results []Result // a result is done once its Reason is set
+	results []answer // an answer is done once its reason is set
 	segs    []int8   // 0 not yet tested, 1 no, 2 yes
 	scratch []byte   // salt + "." + unit, reused so hashing never allocates
 
@@ -59,7 +66,7 @@ type Evaluation struct {
 	bot      bool
 	botRead  bool
 
-	inlineResults [InlineFlags]Result
+	inlineResults [InlineFlags]answer
 	inlineSegs    [64]int8
 	inlineScratch [128]byte
 }
@@ -110,7 +117,15 @@ func (e *Evaluation) All() {
 }
 
 // Result returns the answer for the i-th flag of the Set, evaluating it if needed.
-func (e *Evaluation) Result(i int) Result { return *e.flag(i) }
+func (e *Evaluation) Result(i int) Result {
+	a := e.flag(i)
+	return Result{Variant: e.set.flags[i].variants[a.index], Reason: a.reason, Rule: int(a.rule), Bucket: int(a.bucket)}
+}
+
+// Variant returns the i-th flag's variant, evaluating it if needed.
+func (e *Evaluation) Variant(i int) string {
+	return e.set.flags[i].variants[e.flag(i).index]
+}
 
 // Lookup returns the answer for the flag with key, evaluating it if needed.
 func (e *Evaluation) Lookup(key string) (Result, bool) {
@@ -118,7 +133,7 @@ func (e *Evaluation) Lookup(key string) (Result, bool) {
 	if !ok {
 		return Result{}, false
 	}
-	return *e.flag(i), true
+	return e.Result(i), true
 }
 
 // Unit returns the identity the evaluation buckets on, "" when none.
@@ -138,21 +153,19 @@ func (e *Evaluation) isBot() bool {
 
 // flag evaluates flag i once. Compile has refused cycles, so the recursion
 // through prerequisites ends.
-func (e *Evaluation) flag(i int) *Result {
-	r := &e.results[i]
-	if r.Reason != ReasonUnknown {
-		return r
+func (e *Evaluation) flag(i int) *answer {
+	a := &e.results[i]
+	if a.reason != ReasonUnknown {
+		return a
 	}
-	f := &e.set.flags[i]
-	r.Rule, r.Bucket = -1, -1
-	r.index, r.Reason = e.decide(f, r)
-	r.Variant = f.variants[r.index]
-	return r
+	a.rule, a.bucket = -1, -1
+	a.index, a.reason = e.decide(&e.set.flags[i], a)
+	return a
 }
 
-// decide returns the variant and reason for f, setting res.Rule and
-// res.Bucket when a rule decides.
-func (e *Evaluation) decide(f *compiledFlag, res *Result) (uint8, Reason) {
+// decide returns the variant and reason for f, setting res.rule and
+// res.bucket when a rule decides.
+func (e *Evaluation) decide(f *compiledFlag, res *answer) (uint8, Reason) {
 	if !f.enabled {
 		return uint8(f.off), ReasonDisabled
 	}
@@ -173,20 +186,20 @@ func (e *Evaluation) decide(f *compiledFlag, res *Result) (uint8, Reason) {
 			continue
 		}
 		if r.serve >= 0 {
-			res.Rule = j
+			res.rule = int16(j)
 			return uint8(r.serve), ReasonTargetingMatch
 		}
 		unit := e.Unit()
 		if unit == "" {
 			continue // no identity: not bucketed (DESIGN.md §4)
 		}
-		if res.Bucket < 0 {
+		if res.bucket < 0 {
 			e.scratch = append(append(e.scratch[:0], f.saltDot...), unit...)
-			res.Bucket = int(xxh3.Hash(e.scratch) % Buckets)
+			res.bucket = int16(xxh3.Hash(e.scratch) % Buckets)
 		}
 		for _, b := range r.split {
-			if res.Bucket < b.upper {
-				res.Rule = j
+			if int(res.bucket) < b.upper {
+				res.rule = int16(j)
 				return uint8(b.variant), ReasonSplit
 			}
 		}

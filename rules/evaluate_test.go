@@ -312,3 +312,11 @@ flags:
 		t.Errorf("dictionary: %s", got)
 	}
 }
+
+func TestTooManyRules(t *testing.T) {
+	src := "flags:\n  f:\n    rules:\n" + strings.Repeat("    - serve: on\n", MaxRules+1)
+	_, err := Load(Source{Name: "big.yaml", Data: []byte(src)})
+	if err == nil || !strings.Contains(err.Error(), "big.yaml: flags.f.rules: 1001 rules; a flag has at most 1000") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -40,3 +40,19 @@ func continentOf(country string) (string, bool) {
 	}
 	return c, euMembers[country]
 }
+
+// CountryLocation returns the Location of an ISO country code given by a
+// trusted source (a CDN's country header), with continent and EU
+// membership derived from it. ok is false for anything but a known
+// two-letter code, and for XX.
+func CountryLocation(code string) (Location, bool) {
+	if len(code) != 2 {
+		return Unknown, false
+	}
+	code = strings.ToUpper(code)
+	continent, eu := continentOf(code)
+	if continent == "XX" {
+		return Unknown, false
+	}
+	return Location{Country: code, Continent: continent, EU: eu}, true
+}

@@ -1,0 +1,238 @@
+// Package caddymodule is the Caddy side of edgeflags: the feature_flags app
+// (global options, the compiled flags, the GeoIP reader), the feature_flags
+// handler, the feature matcher (and its CEL function) and the placeholders.
+// It is glue only: flags are evaluated by package rules, countries looked
+// up by package geoip.
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/textproto"
+	"os"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/edgeflags/edgeflags/geoip"
+	"github.com/edgeflags/edgeflags/rules"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// Defaults of the identity cookie (DESIGN.md §4).
+const (
+	DefaultCookieName   = "ff_uid"
+	DefaultCookieMaxAge = caddy.Duration(365 * 24 * time.Hour)
+	DefaultHeaderPrefix = "X-Feature-"
+)
+
+// App is the feature_flags app: it owns the compiled flags and the GeoIP
+// reader that every feature_flags handler and feature matcher of a config
+// share.
+type App struct {
+	// FlagsFiles are flag definition files, YAML 1.2 or JSON. All of them
+	// form one set; a flag or segment defined twice is an error.
+	FlagsFiles []string `json:"flags_files,omitempty"`
+
+	// GeoIP is a MaxMind DB format country (or city) database, reloaded
+	// when the file changes. Without it every country is XX.
+	GeoIP string `json:"geoip,omitempty"`
+
+	// GeoIPCheckInterval is how often the GeoIP file is checked for a new
+	// version. Default: 5s.
+	GeoIPCheckInterval caddy.Duration `json:"geoip_check_interval,omitempty"`
+
+	// Identity lists where the user's identity comes from, in order: Caddy
+	// placeholders such as {http.auth.user.id} or
+	// {http.request.header.X-User-Id} (full names), and the word "cookie"
+	// for the module's own cookie. The first non-empty one is the unit
+	// users are bucketed by. Default: ["cookie"].
+	Identity []string `json:"identity,omitempty"`
+
+	// Cookie configures the identity cookie.
+	Cookie *Cookie `json:"cookie,omitempty"`
+
+	// HeaderPrefix starts the per-flag request headers. Default: X-Feature-.
+	HeaderPrefix string `json:"header_prefix,omitempty"`
+
+	// CountryHeader is a header carrying the client's country set by a CDN
+	// (e.g. CF-IPCountry). It is honoured only on requests from the
+	// server's trusted_proxies; others get the GeoIP answer.
+	CountryHeader string `json:"country_header,omitempty"`
+
+	set           atomic.Pointer[rules.Set]
+	geo           *geoip.Reader
+	countryHeader string // CountryHeader in the canonical form header maps use
+	identity      []identitySource
+	usesCookie    bool
+	cookie        cookieSettings
+	logger        *zap.Logger
+}
+
+// Cookie configures the identity cookie.
+type Cookie struct {
+	// Name of the cookie. Default: ff_uid.
+	Name string `json:"name,omitempty"`
+	// MaxAge of the cookie. Default: 365 days.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// Domain of the cookie; by default the cookie is host-only.
+	Domain string `json:"domain,omitempty"`
+	// Secure is auto (Secure on TLS requests), always or never. Default: auto.
+	Secure string `json:"secure,omitempty"`
+	// SameSite is lax, strict or none. Default: lax.
+	SameSite string `json:"same_site,omitempty"`
+	// Consent, when set, makes the cookie depend on a consent cookie: no
+	// identity cookie is read or set until consent is given.
+	Consent *Consent `json:"consent,omitempty"`
+}
+
+// Consent names the cookie a consent banner sets.
+type Consent struct {
+	// Cookie is the consent cookie's name.
+	Cookie string `json:"cookie"`
+	// Value is a regular expression the consent cookie's value must match;
+	// when empty, the cookie's presence is consent.
+	Value string `json:"value,omitempty"`
+}
+
+// identitySource is one entry of the identity list: a placeholder key, or
+// the cookie (key "").
+type identitySource struct {
+	placeholder string
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "feature_flags",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision loads and compiles the flags and opens the GeoIP database.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.HeaderPrefix == "" {
+		a.HeaderPrefix = DefaultHeaderPrefix
+	}
+	if len(a.Identity) == 0 {
+		a.Identity = []string{"cookie"}
+	}
+	for _, id := range a.Identity {
+		src, err := parseIdentity(id)
+		if err != nil {
+			return err
+		}
+		a.identity = append(a.identity, src)
+		a.usesCookie = a.usesCookie || src.placeholder == ""
+	}
+	cookie, err := newCookieSettings(a.Cookie)
+	if err != nil {
+		return err
+	}
+	a.cookie = cookie
+	a.countryHeader = textproto.CanonicalMIMEHeaderKey(a.CountryHeader)
+
+	set, err := loadFlagsFiles(a.FlagsFiles)
+	if err != nil {
+		return err
+	}
+	a.set.Store(set)
+
+	if a.GeoIP != "" {
+		reader, err := openGeoIP(a.GeoIP, time.Duration(a.GeoIPCheckInterval), a.logger)
+		if err != nil {
+			return err
+		}
+		a.geo = reader
+	}
+	return nil
+}
+
+// Validate rejects contradictory options.
+func (a *App) Validate() error {
+	if !validHeaderName(a.HeaderPrefix) {
+		return fmt.Errorf("feature_flags: header_prefix %q: use letters, digits and -, e.g. X-Feature-", a.HeaderPrefix)
+	}
+	if a.CountryHeader != "" && !validHeaderName(a.CountryHeader) {
+		return fmt.Errorf("feature_flags: country_header %q is not a header name", a.CountryHeader)
+	}
+	return nil
+}
+
+// Start does nothing: the app's work happens in provisioning and requests.
+func (a *App) Start() error { return nil }
+
+// Stop does nothing; Cleanup releases the GeoIP reader.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases the shared GeoIP reader.
+func (a *App) Cleanup() error {
+	if a.geo != nil {
+		_, err := geoPool.Delete(geoKey(a.GeoIP, time.Duration(a.GeoIPCheckInterval)))
+		return err
+	}
+	return nil
+}
+
+// Flags returns the flag set now serving.
+func (a *App) Flags() *rules.Set { return a.set.Load() }
+
+func loadFlagsFiles(paths []string) (*rules.Set, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("feature_flags: no flags_file: add one, e.g. flags_file flags.yaml")
+	}
+	sources := make([]rules.Source, 0, len(paths))
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("feature_flags: flags_file: %w", err)
+		}
+		sources = append(sources, rules.Source{Name: p, Data: data})
+	}
+	set, err := rules.Load(sources...)
+	if err != nil {
+		return nil, fmt.Errorf("feature_flags: the flags are invalid:\n%w", err)
+	}
+	return set, nil
+}
+
+var placeholderPattern = regexp.MustCompile(`^\{[A-Za-z0-9_.:-]+\}$`)
+
+func parseIdentity(s string) (identitySource, error) {
+	if s == "cookie" {
+		return identitySource{}, nil
+	}
+	if !placeholderPattern.MatchString(s) {
+		return identitySource{}, fmt.Errorf("feature_flags: identity %q: use a placeholder such as {http.auth.user.id} or {http.request.header.X-User-Id} (full names), or the word cookie", s)
+	}
+	return identitySource{placeholder: strings.Trim(s, "{}")}, nil
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

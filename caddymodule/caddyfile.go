@@ -1,0 +1,209 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("feature_flags", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("feature_flags", parseHandler)
+	httpcaddyfile.RegisterDirectiveOrder("feature_flags", httpcaddyfile.After, "forward_auth")
+}
+
+// parseGlobalOption reads the feature_flags global block into the app.
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "feature_flags", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from the feature_flags global block:
+//
+//	{
+//		feature_flags {
+//			flags_file     <path>...               # repeatable; YAML or JSON
+//			geoip          <path> [<check_interval>]
+//			identity       <placeholder|cookie>... # default: cookie
+//			cookie         [<name>] {
+//				max_age    <duration>              # default 365d
+//				domain     <domain>
+//				secure     auto|always|never       # default auto: Secure on TLS
+//				same_site  lax|strict|none         # default lax
+//				consent    <cookie> [<value regex>]
+//			}
+//			header_prefix  <prefix>                # default X-Feature-
+//			country_header <header>                # e.g. CF-IPCountry; trusted proxies only
+//		}
+//	}
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "flags_file":
+			files := d.RemainingArgs()
+			if len(files) == 0 {
+				return d.ArgErr()
+			}
+			a.FlagsFiles = append(a.FlagsFiles, files...)
+		case "geoip":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("geoip takes a path and an optional check interval, e.g. geoip GeoLite2-Country.mmdb 30s")
+			}
+			a.GeoIP = args[0]
+			if len(args) == 2 {
+				dur, err := caddy.ParseDuration(args[1])
+				if err != nil {
+					return d.Errf("geoip check interval %q: %v", args[1], err)
+				}
+				a.GeoIPCheckInterval = caddy.Duration(dur)
+			}
+		case "identity":
+			a.Identity = d.RemainingArgs()
+			if len(a.Identity) == 0 {
+				return d.ArgErr()
+			}
+		case "cookie":
+			c, err := parseCookie(d)
+			if err != nil {
+				return err
+			}
+			a.Cookie = c
+		case "header_prefix":
+			if !d.AllArgs(&a.HeaderPrefix) {
+				return d.ArgErr()
+			}
+		case "country_header":
+			if !d.AllArgs(&a.CountryHeader) {
+				return d.ArgErr()
+			}
+		default:
+			return d.Errf("unknown feature_flags option %q: options are flags_file, geoip, identity, cookie, header_prefix, country_header", d.Val())
+		}
+	}
+	return nil
+}
+
+func parseCookie(d *caddyfile.Dispenser) (*Cookie, error) {
+	c := new(Cookie)
+	if d.NextArg() {
+		c.Name = d.Val()
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(1) {
+		switch d.Val() {
+		case "max_age":
+			var v string
+			if !d.AllArgs(&v) {
+				return nil, d.ArgErr()
+			}
+			dur, err := caddy.ParseDuration(v)
+			if err != nil {
+				return nil, d.Errf("cookie max_age %q: %v", v, err)
+			}
+			c.MaxAge = caddy.Duration(dur)
+		case "domain":
+			if !d.AllArgs(&c.Domain) {
+				return nil, d.ArgErr()
+			}
+		case "secure":
+			if !d.AllArgs(&c.Secure) {
+				return nil, d.ArgErr()
+			}
+		case "same_site":
+			if !d.AllArgs(&c.SameSite) {
+				return nil, d.ArgErr()
+			}
+		case "consent":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return nil, d.Errf("consent takes the consent cookie's name and an optional value regex, e.g. consent cookie_consent ^(all|analytics)$")
+			}
+			c.Consent = &Consent{Cookie: args[0]}
+			if len(args) == 2 {
+				c.Consent.Value = args[1]
+			}
+		default:
+			return nil, d.Errf("unknown cookie option %q: options are max_age, domain, secure, same_site, consent", d.Val())
+		}
+	}
+	return c, nil
+}
+
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler:
+//
+//	feature_flags {
+//		cookie_name   <name>     # this site's identity cookie name
+//		cookie_domain <domain>   # this site's identity cookie domain
+//		header_prefix <prefix>   # this site's per-flag header prefix
+//		headers       all|dictionary # default all: X-Feature-<Key> per flag and X-Features
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var dst *string
+		switch d.Val() {
+		case "cookie_name":
+			dst = &h.CookieName
+		case "cookie_domain":
+			dst = &h.CookieDomain
+		case "header_prefix":
+			dst = &h.HeaderPrefix
+		case "headers":
+			dst = &h.Headers
+		default:
+			return d.Errf("unknown feature_flags option %q: options are cookie_name, cookie_domain, header_prefix, headers", d.Val())
+		}
+		if !d.AllArgs(dst) {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the matcher:
+//
+//	@name feature <flag> <variant>...
+func (m *MatchFeature) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for d.Next() {
+		if !d.NextArg() {
+			return d.Errf("feature matcher: give a flag key and one or more variants, e.g. feature new-checkout on")
+		}
+		m.Flag = d.Val()
+		m.Variants = append(m.Variants, d.RemainingArgs()...)
+		if len(m.Variants) == 0 {
+			return d.Errf("feature matcher: give one or more variants after the flag key, e.g. feature %s on", m.Flag)
+		}
+		if d.NextBlock(0) {
+			return d.Err("feature matcher takes no block")
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*MatchFeature)(nil)
+)

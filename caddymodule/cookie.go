@@ -1,0 +1,152 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// cookieSettings is a Cookie with defaults applied and its regex compiled.
+type cookieSettings struct {
+	name, domain string
+	maxAge       int // seconds
+	secure       string
+	sameSite     http.SameSite
+	consent      string // consent cookie name, "" when none is needed
+	consentValue *regexp.Regexp
+}
+
+func newCookieSettings(c *Cookie) (cookieSettings, error) {
+	if c == nil {
+		c = &Cookie{}
+	}
+	s := cookieSettings{name: c.Name, domain: c.Domain, secure: c.Secure, sameSite: http.SameSiteLaxMode}
+	if s.name == "" {
+		s.name = DefaultCookieName
+	}
+	if !validCookieName(s.name) {
+		return s, fmt.Errorf("feature_flags: cookie name %q: use letters, digits, - and _", s.name)
+	}
+	maxAge := time.Duration(c.MaxAge)
+	if maxAge == 0 {
+		maxAge = time.Duration(DefaultCookieMaxAge)
+	}
+	if maxAge < time.Second {
+		return s, fmt.Errorf("feature_flags: cookie max_age %s: give at least a second, e.g. 365d", maxAge)
+	}
+	s.maxAge = int(maxAge / time.Second)
+	switch s.secure {
+	case "":
+		s.secure = "auto"
+	case "auto", "always", "never":
+	default:
+		return s, fmt.Errorf("feature_flags: cookie secure %q: use auto, always or never", s.secure)
+	}
+	switch strings.ToLower(c.SameSite) {
+	case "", "lax":
+	case "strict":
+		s.sameSite = http.SameSiteStrictMode
+	case "none":
+		if s.secure == "never" {
+			return s, fmt.Errorf("feature_flags: cookie same_site none needs Secure: browsers drop it otherwise; set secure always or auto")
+		}
+		s.sameSite = http.SameSiteNoneMode
+		s.secure = "always"
+	default:
+		return s, fmt.Errorf("feature_flags: cookie same_site %q: use lax, strict or none", c.SameSite)
+	}
+	if c.Consent != nil {
+		if !validCookieName(c.Consent.Cookie) {
+			return s, fmt.Errorf("feature_flags: cookie consent: %q is not a cookie name", c.Consent.Cookie)
+		}
+		s.consent = c.Consent.Cookie
+		if c.Consent.Value != "" {
+			re, err := regexp.Compile(c.Consent.Value)
+			if err != nil {
+				return s, fmt.Errorf("feature_flags: cookie consent value %q: %v", c.Consent.Value, err)
+			}
+			s.consentValue = re
+		}
+	}
+	return s, nil
+}
+
+func validCookieName(s string) bool {
+	return validHeaderName(s)
+}
+
+// validID reports whether a cookie value is kept as the identity: 8 to 128
+// characters of [A-Za-z0-9_-] (DESIGN.md §4), so an id minted by another
+// system carries over and nothing else does.
+func validID(v string) bool {
+	if len(v) < 8 || len(v) > 128 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c == '-' || c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// mintID returns 128 random bits, base64url without padding (22 characters).
+func mintID() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand panics rather than return short)
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// cookieValue returns the value of the named cookie without parsing the
+// others, and so without allocating. The empty string when absent.
+func cookieValue(h http.Header, name string) string {
+	for _, line := range h["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimSpace(part)
+			k, v, ok := strings.Cut(part, "=")
+			if ok && k == name {
+				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// consentGiven reports whether the request carries the consent cookie, or
+// whether no consent is configured.
+func (s *cookieSettings) consentGiven(h http.Header) bool {
+	if s.consent == "" {
+		return true
+	}
+	v := cookieValue(h, s.consent)
+	if v == "" {
+		return false
+	}
+	return s.consentValue == nil || s.consentValue.MatchString(v)
+}
+
+// setCookie adds the identity cookie to the response.
+func (s *cookieSettings) setCookie(w http.ResponseWriter, r *http.Request, name, domain, id string) {
+	secure := s.secure == "always" || (s.secure == "auto" && r.TLS != nil)
+	c := &http.Cookie{
+		Name:     name,
+		Value:    id,
+		Path:     "/",
+		Domain:   domain,
+		MaxAge:   s.maxAge,
+		HttpOnly: true,
+		Secure:   secure,
+		SameSite: s.sameSite,
+	}
+	w.Header().Add("Set-Cookie", c.String())
+}

@@ -205,3 +205,68 @@ http://127.0.0.1:{EDGE} {
 		}
 	}
 }
+
+func TestConsentGatesTheCookie(t *testing.T) {
+	s := startCaddy(t, globalOptions+`	feature_flags {
+		flags_file {FLAGS}
+		cookie {
+			consent cookie_consent ^(all|analytics)$
+		}
+	}
+}
+http://127.0.0.1:{EDGE} {
+	feature_flags
+	reverse_proxy {OLD}
+}
+`, demoFlags)
+	id := unitWith("new-checkout", "on") // without an identity the flag is off
+	for _, tc := range []struct {
+		cookie  string
+		wantSet bool
+		wantOn  bool // the existing identity was used
+	}{
+		{"", false, false},
+		{"ff_uid=" + id, false, false}, // without consent even an existing id is not read
+		{"cookie_consent=necessary-only", false, false},
+		{"cookie_consent=all", true, false},
+		{"cookie_consent=analytics; ff_uid=" + id, false, true},
+	} {
+		var headers []string
+		if tc.cookie != "" {
+			headers = append(headers, "Cookie: "+tc.cookie)
+		}
+		resp, e := s.get(t, "/", headers...)
+		if set := len(resp.Cookies()) == 1; set != tc.wantSet {
+			t.Errorf("Cookie %q: identity cookie set = %v, want %v", tc.cookie, set, tc.wantSet)
+		}
+		if on := e.Headers.Get("X-Feature-New-Checkout") == "on"; on != tc.wantOn {
+			t.Errorf("Cookie %q: new-checkout on = %v, want %v", tc.cookie, on, tc.wantOn)
+		}
+	}
+}
+
+func TestPerSiteOverrides(t *testing.T) {
+	s := startCaddy(t, globalOptions+`	feature_flags {
+		flags_file {FLAGS}
+	}
+}
+http://127.0.0.1:{EDGE} {
+	feature_flags {
+		cookie_name shop_uid
+		cookie_domain 127.0.0.1
+		header_prefix X-Shop-Flag-
+	}
+	reverse_proxy {NEW}
+}
+`, demoFlags)
+	resp, e := s.get(t, "/", "X-Shop-Flag-Dark-Mode: dark", "X-Feature-Dark-Mode: dark")
+	if cs := resp.Cookies(); len(cs) != 1 || cs[0].Name != "shop_uid" || cs[0].Domain != "127.0.0.1" {
+		t.Errorf("cookie: %v", resp.Header["Set-Cookie"])
+	}
+	if got := e.Headers.Get("X-Shop-Flag-Dark-Mode"); got != "light" {
+		t.Errorf("X-Shop-Flag-Dark-Mode = %q, want the evaluated light (the spoof removed)", got)
+	}
+	if got := e.Headers.Get("X-Feature-Dark-Mode"); got != "dark" {
+		t.Errorf("another prefix is not ours on this site and passes: got %q", got)
+	}
+}

@@ -6,10 +6,9 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
 	"net/textproto"
-	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -38,8 +37,26 @@ const (
 // share.
 type App struct {
 	// FlagsFiles are flag definition files, YAML 1.2 or JSON. All of them
-	// form one set; a flag or segment defined twice is an error.
+	// (and FlagsURL) form one set; a flag or segment defined twice is an
+	// error. They are watched: a change applies within a second, and a
+	// broken file is refused whole while the last good flags serve on.
 	FlagsFiles []string `json:"flags_files,omitempty"`
+
+	// FlagsCheckInterval is how often the flags files are checked for
+	// changes. Default: 500ms.
+	FlagsCheckInterval caddy.Duration `json:"flags_check_interval,omitempty"`
+
+	// FlagsURL is an HTTP(S) origin serving a flags file: fetched in the
+	// background with If-None-Match, cached under Caddy's data directory,
+	// and served from that cache when the origin is down at start-up.
+	FlagsURL string `json:"flags_url,omitempty"`
+
+	// FlagsURLInterval is how often FlagsURL is polled. Default: 30s.
+	FlagsURLInterval caddy.Duration `json:"flags_url_interval,omitempty"`
+
+	// StateFile keeps the admin API's runtime layer across restarts.
+	// Default: feature_flags/state.json under Caddy's data directory.
+	StateFile string `json:"state_file,omitempty"`
 
 	// GeoIP is a MaxMind DB format country (or city) database, reloaded
 	// when the file changes. Without it every country is XX.
@@ -68,12 +85,14 @@ type App struct {
 	CountryHeader string `json:"country_header,omitempty"`
 
 	set           atomic.Pointer[rules.Set]
+	loader        *loader
 	geo           *geoip.Reader
 	countryHeader string // CountryHeader in the canonical form header maps use
 	identity      []identitySource
 	usesCookie    bool
 	cookie        cookieSettings
 	logger        *zap.Logger
+	audit         *zap.Logger // feature_flags.audit: one record per admin change
 }
 
 // Cookie configures the identity cookie.
@@ -119,6 +138,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 // Provision loads and compiles the flags and opens the GeoIP database.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.audit = a.logger.Named("audit")
 	if a.HeaderPrefix == "" {
 		a.HeaderPrefix = DefaultHeaderPrefix
 	}
@@ -140,11 +160,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.cookie = cookie
 	a.countryHeader = textproto.CanonicalMIMEHeaderKey(a.CountryHeader)
 
-	set, err := loadFlagsFiles(a.FlagsFiles)
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	if a.StateFile == "" {
+		a.StateFile = filepath.Join(caddy.AppDataDir(), "feature_flags", "state.json")
+	}
+	layer, err := openRuntimeLayer(a.StateFile)
 	if err != nil {
 		return err
 	}
-	a.set.Store(set)
+	a.loader = newLoader(a, layer)
+	if err := a.loader.load(); err != nil {
+		return err
+	}
 
 	if a.GeoIP != "" {
 		reader, err := openGeoIP(a.GeoIP, time.Duration(a.GeoIPCheckInterval), a.logger)
@@ -167,11 +196,23 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// Start does nothing: the app's work happens in provisioning and requests.
-func (a *App) Start() error { return nil }
+// active is the running app, for the admin API: Caddy builds admin routes
+// before apps start, so the routes look the app up per request.
+var active atomic.Pointer[App]
 
-// Stop does nothing; Cleanup releases the GeoIP reader.
-func (a *App) Stop() error { return nil }
+// Start watches the flag sources and makes the app the admin API's.
+func (a *App) Start() error {
+	a.loader.start()
+	active.Store(a)
+	return nil
+}
+
+// Stop stops watching; Cleanup releases the GeoIP reader.
+func (a *App) Stop() error {
+	active.CompareAndSwap(a, nil)
+	a.loader.close()
+	return nil
+}
 
 // Cleanup releases the shared GeoIP reader.
 func (a *App) Cleanup() error {
@@ -184,25 +225,6 @@ func (a *App) Cleanup() error {
 
 // Flags returns the flag set now serving.
 func (a *App) Flags() *rules.Set { return a.set.Load() }
-
-func loadFlagsFiles(paths []string) (*rules.Set, error) {
-	if len(paths) == 0 {
-		return nil, errors.New("feature_flags: no flags_file: add one, e.g. flags_file flags.yaml")
-	}
-	sources := make([]rules.Source, 0, len(paths))
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("feature_flags: flags_file: %w", err)
-		}
-		sources = append(sources, rules.Source{Name: p, Data: data})
-	}
-	set, err := rules.Load(sources...)
-	if err != nil {
-		return nil, fmt.Errorf("feature_flags: the flags are invalid:\n%w", err)
-	}
-	return set, nil
-}
 
 var placeholderPattern = regexp.MustCompile(`^\{[A-Za-z0-9_.:-]+\}$`)
 

@@ -27,7 +27,10 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //
 //	{
 //		feature_flags {
-//			flags_file     <path>...               # repeatable; YAML or JSON
+//			flags_file     <path>...               # repeatable; YAML or JSON; watched
+//			flags_check_interval <duration>        # default 500ms
+//			flags_url      <url> [<interval>]      # default interval 30s; cached for restarts
+//			state_file     <path>                  # the admin API's runtime layer
 //			geoip          <path> [<check_interval>]
 //			identity       <placeholder|cookie>... # default: cookie
 //			cookie         [<name>] {
@@ -54,6 +57,29 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			a.FlagsFiles = append(a.FlagsFiles, files...)
+		case "flags_check_interval":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			a.FlagsCheckInterval = dur
+		case "flags_url":
+			args := d.RemainingArgs()
+			if len(args) < 1 || len(args) > 2 {
+				return d.Errf("flags_url takes a URL and an optional poll interval, e.g. flags_url https://flags.example.com/flags.yaml 30s")
+			}
+			a.FlagsURL = args[0]
+			if len(args) == 2 {
+				dur, err := caddy.ParseDuration(args[1])
+				if err != nil {
+					return d.Errf("flags_url interval %q: %v", args[1], err)
+				}
+				a.FlagsURLInterval = caddy.Duration(dur)
+			}
+		case "state_file":
+			if !d.AllArgs(&a.StateFile) {
+				return d.ArgErr()
+			}
 		case "geoip":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
@@ -87,10 +113,22 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		default:
-			return d.Errf("unknown feature_flags option %q: options are flags_file, geoip, identity, cookie, header_prefix, country_header", d.Val())
+			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, state_file, geoip, identity, cookie, header_prefix, country_header", d.Val())
 		}
 	}
 	return nil
+}
+
+func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return 0, d.Errf("%s %q: %v", d.Val(), v, err)
+	}
+	return caddy.Duration(dur), nil
 }
 
 func parseCookie(d *caddyfile.Dispenser) (*Cookie, error) {
@@ -104,15 +142,11 @@ func parseCookie(d *caddyfile.Dispenser) (*Cookie, error) {
 	for d.NextBlock(1) {
 		switch d.Val() {
 		case "max_age":
-			var v string
-			if !d.AllArgs(&v) {
-				return nil, d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(v)
+			dur, err := parseDurationArg(d)
 			if err != nil {
-				return nil, d.Errf("cookie max_age %q: %v", v, err)
+				return nil, err
 			}
-			c.MaxAge = caddy.Duration(dur)
+			c.MaxAge = dur
 		case "domain":
 			if !d.AllArgs(&c.Domain) {
 				return nil, d.ArgErr()

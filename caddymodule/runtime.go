@@ -1,0 +1,257 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/edgeflags/edgeflags/rules"
+)
+
+// runtimeLayer is the admin API's layer on top of the flag sources: per
+// flag, an enabled override (the kill switch) and/or a whole replacement
+// definition. It is kept in a state file so it survives restarts, and
+// shared by every config that names the same file, so it survives config
+// reloads too. Each edge node has its own.
+type runtimeLayer struct {
+	path string
+
+	mu      sync.Mutex
+	entries map[string]runtimeEntry
+	recent  []Change // newest last, at most maxRecent
+}
+
+// runtimeEntry is the runtime layer's word on one flag.
+type runtimeEntry struct {
+	// Enabled overrides the flag's enabled field when set.
+	Enabled *bool `json:"enabled,omitempty"`
+	// Flag replaces the flag's definition when set (or adds the flag).
+	Flag   json.RawMessage `json:"flag,omitempty"`
+	Actor  string          `json:"actor"`
+	Reason string          `json:"reason,omitempty"`
+	At     time.Time       `json:"at"`
+}
+
+// Change is one audited change through the admin API.
+type Change struct {
+	At         time.Time       `json:"at"`
+	Actor      string          `json:"actor"`
+	Reason     string          `json:"reason,omitempty"`
+	RemoteAddr string          `json:"remote_addr,omitempty"`
+	Flag       string          `json:"flag"`
+	Action     string          `json:"action"`
+	Before     json.RawMessage `json:"before,omitempty"`
+	After      json.RawMessage `json:"after,omitempty"`
+}
+
+const maxRecent = 100
+
+// stateFile is what the state file holds.
+type stateFile struct {
+	Version int                     `json:"version"`
+	Flags   map[string]runtimeEntry `json:"flags"`
+}
+
+var (
+	layersMu sync.Mutex
+	layers   = map[string]*runtimeLayer{}
+)
+
+// openRuntimeLayer returns the layer kept in path, reading the file the
+// first time. A file that cannot be read is an error: starting without it
+// would silently undo kill switches.
+func openRuntimeLayer(path string) (*runtimeLayer, error) {
+	layersMu.Lock()
+	defer layersMu.Unlock()
+	if l, ok := layers[path]; ok {
+		return l, nil
+	}
+	l := &runtimeLayer{path: path, entries: map[string]runtimeEntry{}}
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("feature_flags: state_file %s: %w", path, err)
+	default:
+		var sf stateFile
+		if err := json.Unmarshal(data, &sf); err != nil {
+			return nil, fmt.Errorf("feature_flags: state_file %s is not valid (%v): it holds the admin API's changes; fix it, or remove it to drop them", path, err)
+		}
+		if sf.Flags != nil {
+			l.entries = sf.Flags
+		}
+	}
+	layers[path] = l
+	return l, nil
+}
+
+// snapshot returns a copy of the entries, for building a flag set.
+func (l *runtimeLayer) snapshot() map[string]runtimeEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]runtimeEntry, len(l.entries))
+	for k, v := range l.entries {
+		out[k] = v
+	}
+	return out
+}
+
+// recentChanges returns the latest changes, newest first.
+func (l *runtimeLayer) recentChanges() []Change {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Change, len(l.recent))
+	for i, c := range l.recent {
+		out[len(out)-1-i] = c
+	}
+	return out
+}
+
+// update changes the entry for key with fn (which returns false to drop
+// it), lets try build and check the resulting flag set, and only when that
+// succeeds writes the state file and keeps the change. It returns what
+// try returned.
+func (l *runtimeLayer) update(key string, fn func(e runtimeEntry, ok bool) (runtimeEntry, bool), try func(map[string]runtimeEntry) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := make(map[string]runtimeEntry, len(l.entries)+1)
+	for k, v := range l.entries {
+		next[k] = v
+	}
+	old, ok := next[key]
+	if e, keep := fn(old, ok); keep {
+		next[key] = e
+	} else {
+		delete(next, key)
+	}
+	if err := try(next); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(l.path, mustJSON(stateFile{Version: 1, Flags: next})); err != nil {
+		return fmt.Errorf("the change was not applied: writing state_file %s: %w", l.path, err)
+	}
+	l.entries = next
+	return nil
+}
+
+func (l *runtimeLayer) record(c Change) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recent = append(l.recent, c)
+	if len(l.recent) > maxRecent {
+		l.recent = l.recent[len(l.recent)-maxRecent:]
+	}
+}
+
+// apply lays entries over the base documents: replaced definitions and
+// enabled overrides take the place of the base flags, and flags only the
+// layer defines go in a document of their own. Entries whose flag is
+// neither in the base nor defined by the layer are returned as orphans.
+func apply(base []*rules.Document, entries map[string]runtimeEntry) (docs []*rules.Document, orphans []string, err error) {
+	defined := map[string]*rules.Flag{}
+	keys := make([]string, 0, len(entries))
+	for k := range entries {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []error
+	for _, k := range keys {
+		if e := entries[k]; e.Flag != nil {
+			f, err := rules.ParseFlag("runtime layer", k, e.Flag)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			defined[k] = f
+		}
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	used := map[string]bool{}
+	override := func(f *rules.Flag) *rules.Flag {
+		e, ok := entries[f.Key]
+		if !ok {
+			return f
+		}
+		used[f.Key] = true
+		if d := defined[f.Key]; d != nil {
+			f = d
+		}
+		if e.Enabled != nil {
+			c := *f
+			c.Enabled = e.Enabled
+			f = &c
+		}
+		return f
+	}
+	for _, d := range base {
+		nd := &rules.Document{Name: d.Name, Segments: d.Segments, Flags: make([]*rules.Flag, len(d.Flags))}
+		for i, f := range d.Flags {
+			nd.Flags[i] = override(f)
+		}
+		docs = append(docs, nd)
+	}
+	layer := &rules.Document{Name: "runtime layer"}
+	for _, k := range keys {
+		if used[k] {
+			continue
+		}
+		if defined[k] == nil {
+			orphans = append(orphans, k)
+			continue
+		}
+		layer.Flags = append(layer.Flags, override(defined[k]))
+	}
+	if len(layer.Flags) > 0 {
+		docs = append(docs, layer)
+	}
+	return docs, orphans, nil
+}
+
+// writeFileAtomic writes data to path so that a crash leaves the old file
+// or the new one, never a mix: a temporary file beside it, fsync, rename,
+// fsync of the directory.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing to remove
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		panic(err) // only types of this package, which always marshal
+	}
+	return b
+}

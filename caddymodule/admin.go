@@ -1,0 +1,348 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/edgeflags/edgeflags/geoip"
+	"github.com/edgeflags/edgeflags/rules"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminAPI serves the feature flags on Caddy's admin endpoint:
+//
+//	GET    /feature-flags/                       flags, version, sources, last error, recent changes
+//	GET    /feature-flags/flags/<key>            one flag as it serves, and its runtime layer entry
+//	POST   /feature-flags/flags/<key>/disable    the kill switch      ?actor=…&reason=…
+//	POST   /feature-flags/flags/<key>/enable     undo it              ?actor=…&reason=…
+//	PUT    /feature-flags/flags/<key>            a whole flag as JSON ?actor=…&reason=…
+//	DELETE /feature-flags/flags/<key>/runtime    drop the runtime layer's entry for the flag
+//	POST   /feature-flags/explain                a request context in; each flag's answer out
+//
+// Changes are validated by the same compiler as files, applied atomically,
+// kept in the state file, and audited on the feature_flags.audit logger.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.feature_flags",
+		New: func() caddy.Module { return adminAPI{} },
+	}
+}
+
+// Routes returns the admin routes. They find the running app per request:
+// Caddy builds admin routes before apps start.
+func (adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/feature-flags/", Handler: caddy.AdminHandlerFunc(serveAdmin)}}
+}
+
+// maxAdminBody bounds an admin request body.
+const maxAdminBody = 1 << 20
+
+func serveAdmin(w http.ResponseWriter, r *http.Request) error {
+	app := active.Load()
+	if app == nil {
+		return apiError(http.StatusServiceUnavailable, "no feature_flags app is running: add a feature_flags global block to the config")
+	}
+	rest := strings.TrimPrefix(r.URL.Path, "/feature-flags/")
+	switch {
+	case rest == "":
+		return only(r, http.MethodGet, func() error { return writeJSON(w, app.overview()) })
+	case rest == "explain":
+		return only(r, http.MethodPost, func() error { return app.serveExplain(w, r) })
+	case strings.HasPrefix(rest, "flags/"):
+		key, action, _ := strings.Cut(strings.TrimPrefix(rest, "flags/"), "/")
+		switch {
+		case action == "" && r.Method == http.MethodGet:
+			return app.serveFlag(w, key)
+		case action == "" && r.Method == http.MethodPut:
+			return app.servePut(w, r, key)
+		case action == "enable" || action == "disable":
+			return only(r, http.MethodPost, func() error { return app.serveEnabled(w, r, key, action == "enable") })
+		case action == "runtime":
+			return only(r, http.MethodDelete, func() error { return app.serveDropRuntime(w, r, key) })
+		case action == "":
+			return apiError(http.StatusMethodNotAllowed, "use GET or PUT on /feature-flags/flags/%s", key)
+		}
+	}
+	return apiError(http.StatusNotFound, "no such route: see GET /feature-flags/ and the README's operations guide")
+}
+
+func only(r *http.Request, method string, fn func() error) error {
+	if r.Method != method {
+		return apiError(http.StatusMethodNotAllowed, "use %s here", method)
+	}
+	return fn()
+}
+
+func apiError(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+// flagSummary is a flag in the overview.
+type flagSummary struct {
+	Key         string        `json:"key"`
+	Enabled     bool          `json:"enabled"`
+	Variants    []string      `json:"variants"`
+	Default     string        `json:"default"`
+	OffVariant  string        `json:"off_variant"`
+	Rules       int           `json:"rules"`
+	Client      bool          `json:"client,omitempty"`
+	Description string        `json:"description,omitempty"`
+	Owner       string        `json:"owner,omitempty"`
+	Ticket      string        `json:"ticket,omitempty"`
+	Runtime     *runtimeEntry `json:"runtime,omitempty"`
+}
+
+type overview struct {
+	Version        string         `json:"version"`
+	Sources        []sourceStatus `json:"sources"`
+	StateFile      string         `json:"state_file"`
+	LastError      string         `json:"last_error,omitempty"`
+	LastErrorAt    *time.Time     `json:"last_error_at,omitempty"`
+	Flags          []flagSummary  `json:"flags"`
+	RuntimeOrphans []string       `json:"runtime_orphans,omitempty"`
+	RecentChanges  []Change       `json:"recent_changes"`
+}
+
+func (a *App) overview() overview {
+	set := a.set.Load()
+	sources, lastErr, lastErrAt, orphans := a.loader.status()
+	entries := a.loader.layer.snapshot()
+	o := overview{Version: set.Version, Sources: sources, StateFile: a.loader.layer.path, LastError: lastErr,
+		RuntimeOrphans: orphans, RecentChanges: a.loader.layer.recentChanges(), Flags: make([]flagSummary, set.Len())}
+	if lastErr != "" {
+		o.LastErrorAt = &lastErrAt
+	}
+	for i := range o.Flags {
+		f := set.Flag(i)
+		o.Flags[i] = flagSummary{Key: f.Key, Enabled: *f.Enabled, Variants: f.Variants, Default: f.Default, OffVariant: f.OffVariant,
+			Rules: len(f.Rules), Client: f.Client, Description: f.Description, Owner: f.Owner, Ticket: f.Ticket}
+		if e, ok := entries[f.Key]; ok {
+			o.Flags[i].Runtime = &e
+		}
+	}
+	return o
+}
+
+func (a *App) serveFlag(w http.ResponseWriter, key string) error {
+	set := a.set.Load()
+	i, ok := set.Index(key)
+	if !ok {
+		return apiError(http.StatusNotFound, "no flag %q", key)
+	}
+	out := struct {
+		Key        string        `json:"key"`
+		Definition *rules.Flag   `json:"definition"`
+		Runtime    *runtimeEntry `json:"runtime,omitempty"`
+	}{Key: key, Definition: set.Flag(i)}
+	if e, ok := a.loader.layer.snapshot()[key]; ok {
+		out.Runtime = &e
+	}
+	return writeJSON(w, out)
+}
+
+// who reads the actor and reason of a change from the query string or a
+// JSON body {"actor": …, "reason": …}.
+func who(r *http.Request, body []byte) (actor, reason string, err error) {
+	q := r.URL.Query()
+	actor, reason = q.Get("actor"), q.Get("reason")
+	if actor == "" && len(body) > 0 {
+		var b struct{ Actor, Reason string }
+		if json.Unmarshal(body, &b) == nil {
+			actor, reason = b.Actor, b.Reason
+		}
+	}
+	if strings.TrimSpace(actor) == "" {
+		return "", "", apiError(http.StatusBadRequest, "say who makes the change: add ?actor=<your name> (and &reason=<why>, e.g. an incident id)")
+	}
+	return actor, reason, nil
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		return nil, apiError(http.StatusBadRequest, "reading the body: %v", err)
+	}
+	if len(body) > maxAdminBody {
+		return nil, apiError(http.StatusRequestEntityTooLarge, "the body is larger than %d bytes", maxAdminBody)
+	}
+	return body, nil
+}
+
+func (a *App) serveEnabled(w http.ResponseWriter, r *http.Request, key string, enabled bool) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	actor, reason, err := who(r, body)
+	if err != nil {
+		return err
+	}
+	action := map[bool]string{true: "enable", false: "disable"}[enabled]
+	c, err := a.change(r, key, action, actor, reason, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+		if _, ok := set.Index(key); !ok {
+			return e, false, apiError(http.StatusNotFound, "no flag %q", key)
+		}
+		e.Enabled = &enabled
+		return e, true, nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, c)
+}
+
+func (a *App) servePut(w http.ResponseWriter, r *http.Request, key string) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	actor, reason, err := who(r, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := rules.ParseFlag("PUT /feature-flags/flags/"+key, key, body); err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	c, err := a.change(r, key, "replace", actor, reason, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+		return runtimeEntry{Flag: json.RawMessage(body)}, true, nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, c)
+}
+
+func (a *App) serveDropRuntime(w http.ResponseWriter, r *http.Request, key string) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	actor, reason, err := who(r, body)
+	if err != nil {
+		return err
+	}
+	c, err := a.change(r, key, "drop_runtime", actor, reason, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+		if !exists {
+			return e, false, apiError(http.StatusNotFound, "flag %q has no runtime layer entry", key)
+		}
+		return e, false, nil
+	})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, c)
+}
+
+// change applies one admin change: the runtime layer's entry for key is
+// rewritten by fn, the result compiled with the current sources, the state
+// file written, and only then the new set swapped in and the change
+// audited. Any failure leaves everything as it was.
+func (a *App) change(r *http.Request, key, action, actor, reason string,
+	fn func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error)) (Change, error) {
+	l := a.loader
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	set := a.set.Load()
+	before := flagJSON(set, key)
+	var fnErr error
+	var next *rules.Set
+	var orphans []string
+	err := l.layer.update(key, func(e runtimeEntry, exists bool) (runtimeEntry, bool) {
+		e, keep, err := fn(e, exists, set)
+		fnErr = err
+		if keep {
+			e.Actor, e.Reason, e.At = actor, reason, time.Now().UTC()
+		}
+		return e, keep
+	}, func(entries map[string]runtimeEntry) error {
+		if fnErr != nil {
+			return fnErr
+		}
+		var err error
+		next, orphans, err = l.build(l.base, l.baseVersion, entries)
+		if err != nil {
+			return apiError(http.StatusBadRequest, "the change does not compile with the current flags; nothing changed:\n%v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		metricAdminChanges.WithLabelValues(action, "refused").Inc()
+		var apiErr caddy.APIError
+		if errors.As(err, &apiErr) {
+			return Change{}, err
+		}
+		return Change{}, apiError(http.StatusInternalServerError, "%v", err)
+	}
+	l.orphans = orphans
+	l.swap(next)
+	c := Change{At: time.Now().UTC(), Actor: actor, Reason: reason, RemoteAddr: r.RemoteAddr, Flag: key, Action: action,
+		Before: before, After: flagJSON(next, key)}
+	l.layer.record(c)
+	metricAdminChanges.WithLabelValues(action, "ok").Inc()
+	a.audit.Info("flag changed",
+		zap.String("actor", actor), zap.String("reason", reason), zap.String("remote_addr", r.RemoteAddr),
+		zap.String("flag", key), zap.String("action", action), zap.String("version", next.Version),
+		zap.Reflect("before", c.Before), zap.Reflect("after", c.After))
+	return c, nil
+}
+
+// flagJSON is the flag's serving definition as JSON, or nil when the set
+// has no such flag.
+func flagJSON(set *rules.Set, key string) json.RawMessage {
+	i, ok := set.Index(key)
+	if !ok {
+		return nil
+	}
+	b, _ := json.Marshal(set.Flag(i))
+	return b
+}
+
+func (a *App) serveExplain(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	var c ExplainContext
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := dec.Decode(&c); err != nil {
+			return apiError(http.StatusBadRequest, "the body must be a JSON request context (unit, user, country, ip, host, path, method, user_agent, headers, cookies, query, now, bot, overrides): %v", err)
+		}
+	}
+	var geo func(netip.Addr) geoip.Location
+	if a.geo != nil {
+		geo = a.geo.Lookup
+	}
+	req, err := newExplainRequest(c, geo)
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	set := a.set.Load()
+	return writeJSON(w, struct {
+		Version string        `json:"version"`
+		Flags   []Explanation `json:"flags"`
+	}{set.Version, explain(set, req)})
+}
+
+var _ caddy.AdminRouter = adminAPI{}

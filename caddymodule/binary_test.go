@@ -2,12 +2,14 @@ package caddymodule
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -109,3 +111,96 @@ func TestBinaryListsModulesAndRunsTheDemo(t *testing.T) {
 		t.Errorf("alice from Germany:\n%s", body)
 	}
 }
+
+// TestKillSwitchSurvivesARestart stops and restarts a real caddy process:
+// a flag disabled through the admin API stays disabled.
+func TestKillSwitchSurvivesARestart(t *testing.T) {
+	bin := buildCaddy(t)
+	dir := t.TempDir()
+	adminAddr := fmt.Sprintf("localhost:%d", freePort())
+	edge := fmt.Sprintf("127.0.0.1:%d", freePort())
+	os.WriteFile(filepath.Join(dir, "flags.yaml"), []byte("flags:\n  checkout: {rules: [{serve: on}]}\n"), 0o644)
+	config := filepath.Join(dir, "Caddyfile")
+	os.WriteFile(config, []byte(fmt.Sprintf(`{
+	admin %s
+	feature_flags {
+		flags_file %s
+		state_file %s
+	}
+}
+http://%s {
+	feature_flags
+	respond "{feature.checkout}"
+}
+`, adminAddr, filepath.Join(dir, "flags.yaml"), filepath.Join(dir, "state.json"), edge)), 0o644)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "run", "--config", config)
+		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	get := func() string {
+		for range 100 {
+			if resp, err := http.Get("http://" + edge + "/"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				return string(b)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatal("caddy does not answer")
+		return ""
+	}
+	first := start()
+	if got := get(); got != "on" {
+		t.Fatalf("got %q", got)
+	}
+	resp, err := http.Post("http://"+adminAddr+"/feature-flags/flags/checkout/disable?actor=oncall&reason=INC-1", "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("disable: %v %v", err, resp)
+	}
+	if got := get(); got != "off" {
+		t.Fatalf("after the kill switch: %q", got)
+	}
+	first.Process.Kill() // as a crash would
+	first.Wait()
+	start()
+	if got := get(); got != "off" {
+		t.Errorf("after a restart: %q, want the kill switch still off", got)
+	}
+}
+
+func TestFlagsCommand(t *testing.T) {
+	bin := buildCaddy(t)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"flags"}, args...)...)
+		cmd.Dir = ".."
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("validate", "testdata/demo/flags.yaml", "testdata/flags/realistic-100.yaml"); err != nil || !strings.Contains(out, "104 flags, valid") {
+		t.Errorf("validate good files: %v\n%s", err, out)
+	}
+	out, err := run("validate", "testdata/bad/many-errors.yaml")
+	if err == nil || !strings.Contains(out, "4 error(s)") || !strings.Contains(out, "weights sum to 90, want 100") || !strings.Contains(out, "did you mean GB?") {
+		t.Errorf("validate a bad file: %v\n%s", err, out)
+	}
+	out, err = run("explain", "--flags", "testdata/demo/flags.yaml", "--user", "alice", "--country", "DE")
+	if err != nil || !regexpMatch(`new-checkout\s+on\s+TARGETING_MATCH\s+beta testers first`, out) || !regexpMatch(`search-v2\s+on\s+TARGETING_MATCH\s+DACH launch`, out) ||
+		!regexpMatch(`recommendations\s+off\s+DISABLED`, out) {
+		t.Errorf("explain:\n%s", out)
+	}
+	out, err = run("explain", "--flags", "testdata/demo/flags.yaml", "--unit", "demo-visitor-0004", "--json")
+	if err != nil || !strings.Contains(out, `"variant": "on"`) || !strings.Contains(out, `"bucket": 149`) {
+		t.Errorf("explain --json:\n%s", out)
+	}
+	out, err = run("bucket", "new-checkout", "k3bjftc-ZqWPJFGd1s173i")
+	if err != nil || out != "xxh3 deaa11e3da71c454\nbucket 612\n" {
+		t.Errorf("bucket: %v %q (testdata/hash-vectors.csv has deaa11e3da71c454, 612)", err, out)
+	}
+}
+
+func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }

@@ -78,7 +78,7 @@ func TestValidateRefusesBrokenConfigs(t *testing.T) {
 		{"missing flags file", global("flags_file "+filepath.Join(dir, "nope.yaml")) + ":0 {\n\tfeature_flags\n}",
 			"nope.yaml: no such file"},
 		{"no flags file", global("geoip "+demoGeoIP) + ":0 {\n\tfeature_flags\n}",
-			"no flags_file: add one"},
+			"no flags_file or flags_url: add one"},
 		{"directive without the global block", ":0 {\n\tfeature_flags\n}",
 			"add a feature_flags global block"},
 		{"matcher without the global block", ":0 {\n\t@m feature new-checkout on\n\trespond @m 200\n}",

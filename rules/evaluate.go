@@ -127,6 +127,13 @@ func (e *Evaluation) Variant(i int) string {
 	return e.set.flags[i].variants[e.flag(i).index]
 }
 
+// Answer returns the i-th flag's variant, as a position in its variants,
+// and the reason, evaluating it if needed.
+func (e *Evaluation) Answer(i int) (variant int, reason Reason) {
+	a := e.flag(i)
+	return int(a.index), a.reason
+}
+
 // Lookup returns the answer for the flag with key, evaluating it if needed.
 func (e *Evaluation) Lookup(key string) (Result, bool) {
 	i, ok := e.set.index[key]

@@ -2,8 +2,11 @@ package caddymodule
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgeflags/edgeflags/rules"
 )
 
 // The collectors live at package level so their counts survive config
@@ -35,6 +38,60 @@ var (
 		Help: "Changes through the admin API, by action and result.",
 	}, []string{"action", "result"})
 )
+
+// The GeoIP counters, resolved once: a lookup counts without a label lookup.
+var (
+	metricGeoIPKnown   = metricGeoIPLookups.WithLabelValues("known")
+	metricGeoIPUnknown = metricGeoIPLookups.WithLabelValues("unknown")
+)
+
+// evalCounters are the evaluation counters of one flag set, created as
+// they are first needed (so that only answers given appear), and indexed
+// so that counting a request's answers looks nothing up by label.
+type evalCounters struct {
+	set    *rules.Set
+	offset []int // per flag: where its variants × reasons start
+	cells  []atomic.Pointer[prometheus.Counter]
+}
+
+const reasons = 8 // rules.Reason values
+
+func newEvalCounters(set *rules.Set) *evalCounters {
+	c := &evalCounters{set: set, offset: make([]int, set.Len())}
+	n := 0
+	for i := range set.Len() {
+		c.offset[i] = n
+		n += len(set.Flag(i).Variants) * reasons
+	}
+	c.cells = make([]atomic.Pointer[prometheus.Counter], n)
+	return c
+}
+
+// count adds one evaluation of every flag in ev.
+func (c *evalCounters) count(ev *rules.Evaluation) {
+	for i := range c.offset {
+		v, r := ev.Answer(i)
+		cell := &c.cells[c.offset[i]+v*reasons+int(r)]
+		p := cell.Load()
+		if p == nil {
+			f := c.set.Flag(i)
+			counter := metricEvaluations.WithLabelValues(f.Key, f.Variants[v], r.String())
+			p = &counter
+			cell.Store(p)
+		}
+		(*p).Inc()
+	}
+}
+
+// evalCountersFor returns the counters of set, building them once per set.
+func (a *App) evalCountersFor(set *rules.Set) *evalCounters {
+	if c := a.counters.Load(); c != nil && c.set == set {
+		return c
+	}
+	c := newEvalCounters(set)
+	a.counters.Store(c)
+	return c
+}
 
 func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {

@@ -1,0 +1,287 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/zeebo/xxh3"
+
+	"github.com/edgeflags/edgeflags/rules"
+)
+
+func init() {
+	caddy.RegisterModule(new(OFREPHandler))
+	httpcaddyfile.RegisterHandlerDirective("feature_flags_ofrep", func(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+		o := new(OFREPHandler)
+		return o, o.UnmarshalCaddyfile(h.Dispenser)
+	})
+	httpcaddyfile.RegisterDirectiveOrder("feature_flags_ofrep", httpcaddyfile.Before, "respond")
+}
+
+// OFREPHandler serves the OpenFeature Remote Evaluation Protocol for the
+// flags marked client: true, so that a browser using an OpenFeature web
+// SDK gets exactly the answers its backends get:
+//
+//	POST …/ofrep/v1/evaluate/flags/{key}   one flag
+//	POST …/ofrep/v1/evaluate/flags         every client flag, with ETag / If-None-Match
+//
+// The context's targetingKey is the identity; without one, the request's
+// own identity (cookie, or a logged-in user) is used, and a visitor without
+// a cookie gets one. The country always comes from the request, never from
+// the body; context keys named like attributes (header.X, cookie.x,
+// query.x, path, host, method, user_agent) supply those attributes. A flag
+// whose variants are exactly off and on has a boolean value.
+type OFREPHandler struct {
+	// CookieName overrides the global identity cookie name for this site.
+	CookieName string `json:"cookie_name,omitempty"`
+	// CookieDomain overrides the global identity cookie domain for this site.
+	CookieDomain string `json:"cookie_domain,omitempty"`
+
+	app *App
+}
+
+// CaddyModule returns the Caddy module information.
+func (*OFREPHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.feature_flags_ofrep",
+		New: func() caddy.Module { return new(OFREPHandler) },
+	}
+}
+
+// Provision finds the feature_flags app.
+func (o *OFREPHandler) Provision(ctx caddy.Context) error {
+	app, err := appFrom(ctx, "the feature_flags_ofrep directive")
+	if err != nil {
+		return err
+	}
+	o.app = app
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler:
+//
+//	feature_flags_ofrep {
+//		cookie_name   <name>
+//		cookie_domain <domain>
+//	}
+func (o *OFREPHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var dst *string
+		switch d.Val() {
+		case "cookie_name":
+			dst = &o.CookieName
+		case "cookie_domain":
+			dst = &o.CookieDomain
+		default:
+			return d.Errf("unknown feature_flags_ofrep option %q: options are cookie_name, cookie_domain", d.Val())
+		}
+		if !d.AllArgs(dst) {
+			return d.ArgErr()
+		}
+	}
+	return nil
+}
+
+const ofrepPath = "/ofrep/v1/evaluate/flags"
+
+// ofrepResult is an evaluationSuccess, or an evaluationFailure / flagNotFound.
+type ofrepResult struct {
+	Key          string         `json:"key,omitempty"`
+	Reason       string         `json:"reason,omitempty"`
+	Variant      string         `json:"variant,omitempty"`
+	Value        any            `json:"value,omitempty"`
+	Metadata     map[string]any `json:"metadata,omitempty"`
+	ErrorCode    string         `json:"errorCode,omitempty"`
+	ErrorDetails string         `json:"errorDetails,omitempty"`
+}
+
+func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	i := strings.Index(r.URL.Path, ofrepPath)
+	if i < 0 {
+		return next.ServeHTTP(w, r)
+	}
+	rest := r.URL.Path[i+len(ofrepPath):]
+	bulk := rest == "" || rest == "/"
+	key := strings.TrimPrefix(rest, "/")
+	if !bulk && (strings.Contains(key, "/") || key == "") {
+		return next.ServeHTTP(w, r)
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return writeStatusJSON(w, http.StatusMethodNotAllowed, ofrepResult{Key: key, ErrorCode: "GENERAL", ErrorDetails: "OFREP evaluations are POST requests"})
+	}
+	context, errCode, details := readOFREPContext(r)
+	if errCode != "" {
+		if bulk {
+			key = ""
+		}
+		return writeStatusJSON(w, http.StatusBadRequest, ofrepResult{Key: key, ErrorCode: errCode, ErrorDetails: details})
+	}
+
+	app := o.app
+	s := stateOf(r)
+	if s == nil {
+		s = newState(app, r, firstNonEmpty(o.CookieName, app.cookie.name), app.prefixFold)
+	}
+	if s.cookieID == "" && app.usesCookie && !s.Bot() && app.cookie.consentGiven(r.Header) {
+		s.cookieID = mintID()
+		app.cookie.setCookie(w, r, firstNonEmpty(o.CookieName, app.cookie.name), firstNonEmpty(o.CookieDomain, app.cookie.domain), s.cookieID)
+	}
+	req := &ofrepRequest{requestState: s, context: context}
+	ev := s.set.NewEvaluation()
+	ev.Reset(s.set, req)
+
+	if !bulk {
+		idx, ok := s.set.Index(key)
+		if !ok || !s.set.Flag(idx).Client {
+			return writeStatusJSON(w, http.StatusNotFound, ofrepResult{Key: key, ErrorCode: "FLAG_NOT_FOUND",
+				ErrorDetails: fmt.Sprintf("flag %q does not exist or is not served to clients (client: true)", key)})
+		}
+		return writeStatusJSON(w, http.StatusOK, ofrepSuccess(s.set, ev, idx))
+	}
+	out := struct {
+		Flags []ofrepResult `json:"flags"`
+	}{Flags: []ofrepResult{}}
+	for idx := range s.set.Len() {
+		if s.set.Flag(idx).Client {
+			out.Flags = append(out.Flags, ofrepSuccess(s.set, ev, idx))
+		}
+	}
+	body, _ := json.Marshal(out)
+	etag := fmt.Sprintf(`"%016x"`, xxh3.Hash(body))
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Cache-Control", "private, no-cache")
+	if etagMatches(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(append(body, '\n'))
+	return err
+}
+
+func ofrepSuccess(set *rules.Set, ev *rules.Evaluation, idx int) ofrepResult {
+	f := set.Flag(idx)
+	res := ev.Result(idx)
+	var value any = res.Variant
+	if len(f.Variants) == 2 && slices.Contains(f.Variants, "off") && slices.Contains(f.Variants, "on") {
+		value = res.Variant == "on"
+	}
+	meta := map[string]any{"version": set.Version}
+	if res.Bucket >= 0 {
+		meta["bucket"] = res.Bucket // the identity's bucket for this flag (DESIGN.md §2), for debugging splits
+	}
+	return ofrepResult{Key: f.Key, Reason: res.Reason.String(), Variant: res.Variant, Value: value, Metadata: meta}
+}
+
+// readOFREPContext reads {"context": {…}}; an empty body is an empty context.
+func readOFREPContext(r *http.Request) (map[string]any, string, string) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil || len(body) > maxAdminBody {
+		return nil, "PARSE_ERROR", "the body could not be read or is larger than 1 MiB"
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, "", ""
+	}
+	var req struct {
+		Context json.RawMessage `json:"context"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, "PARSE_ERROR", "the body is not JSON: " + err.Error()
+	}
+	if len(req.Context) == 0 || string(req.Context) == "null" {
+		return nil, "", ""
+	}
+	var ctx map[string]any
+	if err := json.Unmarshal(req.Context, &ctx); err != nil {
+		return nil, "INVALID_CONTEXT", "context must be a JSON object"
+	}
+	if tk, ok := ctx["targetingKey"]; ok {
+		if s, isStr := tk.(string); !isStr || s == "" {
+			return nil, "INVALID_CONTEXT", "targetingKey must be a non-empty string"
+		}
+	}
+	return ctx, "", ""
+}
+
+func etagMatches(ifNoneMatch, etag string) bool {
+	for _, t := range strings.Split(ifNoneMatch, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
+
+func writeStatusJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// ofrepRequest is the request's own attributes, with the evaluation
+// context's targetingKey as identity and its attribute-named keys.
+type ofrepRequest struct {
+	*requestState
+	context map[string]any
+}
+
+func (q *ofrepRequest) Unit() string {
+	if tk, ok := q.context["targetingKey"].(string); ok {
+		return tk
+	}
+	return q.requestState.Unit()
+}
+
+// contextAttributes are the attributes an evaluation context may supply:
+// the client could set them on its own requests anyway. user, country,
+// continent, eu and ip never come from the body.
+var contextAttributes = map[rules.Kind]string{rules.KindPath: "path", rules.KindHost: "host", rules.KindMethod: "method", rules.KindUserAgent: "user_agent"}
+
+func (q *ofrepRequest) Value(kind rules.Kind, name string) string {
+	var key string
+	switch kind {
+	case rules.KindHeader:
+		key = "header." + name
+	case rules.KindCookie:
+		key = "cookie." + name
+	case rules.KindQuery:
+		key = "query." + name
+	default:
+		key = contextAttributes[kind]
+	}
+	if key != "" {
+		if v, ok := q.context[key]; ok {
+			switch v := v.(type) {
+			case string:
+				return v
+			case float64, bool:
+				return fmt.Sprint(v)
+			}
+		}
+	}
+	return q.requestState.Value(kind, name)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*OFREPHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*OFREPHandler)(nil)
+	_ caddyfile.Unmarshaler       = (*OFREPHandler)(nil)
+	_ rules.Request               = (*ofrepRequest)(nil)
+)

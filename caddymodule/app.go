@@ -7,6 +7,7 @@ package caddymodule
 
 import (
 	"fmt"
+	"net/netip"
 	"net/textproto"
 	"path/filepath"
 	"regexp"
@@ -84,15 +85,41 @@ type App struct {
 	// server's trusted_proxies; others get the GeoIP answer.
 	CountryHeader string `json:"country_header,omitempty"`
 
+	// OverrideFrom lists the CIDRs whose requests may override flags with
+	// a Feature-Override header or cookie (QA, staff networks).
+	OverrideFrom []string `json:"override_from,omitempty"`
+
+	// OverrideSecret signs overrides that are honoured from anywhere until
+	// they expire (caddy flags sign-override makes them). {env.*}
+	// placeholders are allowed; give at least 32 characters.
+	OverrideSecret string `json:"override_secret,omitempty"`
+
+	// OverrideCookie is the cookie that may carry an override, base64url
+	// encoded. Default: ff_override.
+	OverrideCookie string `json:"override_cookie,omitempty"`
+
+	// Bots lists case-insensitive user agent pieces of crawlers, which get
+	// every flag's default and record no exposures. Default: a list of
+	// common crawlers and link previewers; ["off"] turns it off.
+	Bots []string `json:"bots,omitempty"`
+
+	// Exposures turns on exposure events.
+	Exposures *Exposures `json:"exposures,omitempty"`
+
 	set           atomic.Pointer[rules.Set]
 	loader        *loader
 	geo           *geoip.Reader
 	countryHeader string // CountryHeader in the canonical form header maps use
+	prefixFold    string // HeaderPrefix lower-cased, _ as -
 	identity      []identitySource
 	usesCookie    bool
 	cookie        cookieSettings
 	logger        *zap.Logger
 	audit         *zap.Logger // feature_flags.audit: one record per admin change
+	overrides     overrideSettings
+	bots          *botMatcher
+	exposures     *exposureSettings
+	counters      atomic.Pointer[evalCounters]
 }
 
 // Cookie configures the identity cookie.
@@ -159,6 +186,25 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.cookie = cookie
 	a.countryHeader = textproto.CanonicalMIMEHeaderKey(a.CountryHeader)
+	a.prefixFold = foldHeader(a.HeaderPrefix)
+	repl := caddy.NewReplacer() // resolves {env.*} in secrets
+	if err := a.provisionOverrides(repl); err != nil {
+		return err
+	}
+	switch {
+	case len(a.Bots) == 1 && a.Bots[0] == "off":
+	case len(a.Bots) > 0:
+		a.bots = newBotMatcher(a.Bots)
+	default:
+		a.bots = newBotMatcher(defaultBotTokens)
+	}
+	if a.Exposures != nil {
+		x, err := newExposureSettings(a.Exposures, repl.ReplaceKnown(a.Exposures.Key, ""), a.logger.Named("exposure"))
+		if err != nil {
+			return err
+		}
+		a.exposures = x
+	}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
@@ -181,6 +227,32 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return err
 		}
 		a.geo = reader
+	}
+	return nil
+}
+
+func (a *App) provisionOverrides(repl *caddy.Replacer) error {
+	a.overrides.cookie = firstNonEmpty(a.OverrideCookie, DefaultOverrideCookie)
+	if !validCookieName(a.overrides.cookie) {
+		return fmt.Errorf("feature_flags: override_cookie %q: use letters, digits, - and _", a.overrides.cookie)
+	}
+	for _, c := range a.OverrideFrom {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(c)
+			if aerr != nil {
+				return fmt.Errorf("feature_flags: override_from %q: give CIDRs, e.g. 10.0.0.0/8 or 2001:db8::/32", c)
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		a.overrides.from = append(a.overrides.from, p.Masked())
+	}
+	if a.OverrideSecret != "" {
+		secret := repl.ReplaceKnown(a.OverrideSecret, "")
+		if len(secret) < 32 {
+			return fmt.Errorf("feature_flags: override_secret: give at least 32 characters (it is empty or short after placeholders: is the environment variable set?)")
+		}
+		a.overrides.secret = []byte(secret)
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package caddymodule
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -42,6 +45,14 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			}
 //			header_prefix  <prefix>                # default X-Feature-
 //			country_header <header>                # e.g. CF-IPCountry; trusted proxies only
+//			override_from  <cidr>...               # QA overrides honoured from these networks
+//			override_secret <secret>               # or signed with this ({env.*} allowed)
+//			override_cookie <name>                 # default ff_override
+//			bots           <token>... | off        # crawler user agent pieces; default: a common list
+//			exposures {
+//				key    <secret>                    # HMAC key for the identity ({env.*} allowed)
+//				sample [<flag>] <percent>          # default 100; per flag when a key is given
+//			}
 //		}
 //	}
 func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -112,8 +123,32 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.CountryHeader) {
 				return d.ArgErr()
 			}
+		case "override_from":
+			a.OverrideFrom = append(a.OverrideFrom, d.RemainingArgs()...)
+			if len(a.OverrideFrom) == 0 {
+				return d.ArgErr()
+			}
+		case "override_secret":
+			if !d.AllArgs(&a.OverrideSecret) {
+				return d.ArgErr()
+			}
+		case "override_cookie":
+			if !d.AllArgs(&a.OverrideCookie) {
+				return d.ArgErr()
+			}
+		case "bots":
+			a.Bots = d.RemainingArgs()
+			if len(a.Bots) == 0 {
+				return d.Errf("bots takes user agent pieces, or off")
+			}
+		case "exposures":
+			x, err := parseExposures(d)
+			if err != nil {
+				return err
+			}
+			a.Exposures = x
 		default:
-			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, state_file, geoip, identity, cookie, header_prefix, country_header", d.Val())
+			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, state_file, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures", d.Val())
 		}
 	}
 	return nil
@@ -129,6 +164,42 @@ func parseDurationArg(d *caddyfile.Dispenser) (caddy.Duration, error) {
 		return 0, d.Errf("%s %q: %v", d.Val(), v, err)
 	}
 	return caddy.Duration(dur), nil
+}
+
+func parseExposures(d *caddyfile.Dispenser) (*Exposures, error) {
+	x := &Exposures{}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(1) {
+		switch d.Val() {
+		case "key":
+			if !d.AllArgs(&x.Key) {
+				return nil, d.ArgErr()
+			}
+		case "sample":
+			args := d.RemainingArgs()
+			var pct float64
+			var err error
+			if len(args) > 0 {
+				pct, err = strconv.ParseFloat(strings.TrimSuffix(args[len(args)-1], "%"), 64)
+			}
+			if len(args) < 1 || len(args) > 2 || err != nil {
+				return nil, d.Errf("sample takes an optional flag key and a percentage, e.g. sample 10 or sample new-checkout 100")
+			}
+			if len(args) == 2 {
+				if x.Flags == nil {
+					x.Flags = map[string]float64{}
+				}
+				x.Flags[args[0]] = pct
+			} else {
+				x.Sample = pct
+			}
+		default:
+			return nil, d.Errf("unknown exposures option %q: options are key, sample", d.Val())
+		}
+	}
+	return x, nil
 }
 
 func parseCookie(d *caddyfile.Dispenser) (*Cookie, error) {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
@@ -31,12 +33,16 @@ Works on edgeflags flag files without a running server.
       Prints each flag's variant, reason, rule and bucket for the request
       described by the options.
 
+  caddy flags sign-override --ttl 8h new-checkout=on dark-mode=dark
+      Prints a Feature-Override header value signed with the override_secret
+      (from $FF_OVERRIDE_SECRET or --secret), and the same as a cookie value.
+
   caddy flags bucket new-checkout Zx3kP0q9bW1mT8rY2vN4cA
       Prints XXH3(salt + "." + unit) and its bucket (mod 10000), the hashing
       contract every language can reproduce.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(validateCommand(), explainCommand(), bucketCommand())
+			cmd.AddCommand(validateCommand(), explainCommand(), bucketCommand(), signOverrideCommand())
 		},
 	})
 }
@@ -168,4 +174,43 @@ func bucketCommand() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func signOverrideCommand() *cobra.Command {
+	var secret string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "sign-override [--secret <secret>] [--ttl <duration>] <flag>=<variant>...",
+		Short: "Prints a signed Feature-Override header (and cookie) value for QA",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if secret == "" {
+				secret = os.Getenv("FF_OVERRIDE_SECRET")
+			}
+			if len(secret) < 32 {
+				return errors.New("give the override_secret (at least 32 characters) with --secret or $FF_OVERRIDE_SECRET")
+			}
+			pairs := map[string]string{}
+			for _, a := range args {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					return fmt.Errorf("%q: write <flag>=<variant>", a)
+				}
+				pairs[k] = v
+			}
+			exp := time.Now().Add(ttl)
+			value, err := SignOverride([]byte(secret), pairs, exp)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "Feature-Override: %s\n", value)
+			fmt.Fprintf(out, "Cookie: %s=%s\n", DefaultOverrideCookie, base64.RawURLEncoding.EncodeToString([]byte(value)))
+			fmt.Fprintf(out, "valid until %s\n", exp.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&secret, "secret", "", "the override_secret (default: $FF_OVERRIDE_SECRET)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the override is honoured")
+	return cmd
 }

@@ -99,14 +99,15 @@ func appFrom(ctx caddy.Context, who string) (*App, error) {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	stripSpoofed(r.Header, h.prefixFold)
 	app := h.app
 	s := stateOf(r)
 	fresh := s == nil
 	if fresh {
-		s = newState(app, r, h.cookieName)
+		s = newState(app, r, h.cookieName, h.prefixFold)
+	} else {
+		stripSpoofed(r.Header, h.prefixFold) // this site's prefix may differ from the matcher's
 	}
-	if s.cookieID == "" && app.usesCookie && app.cookie.consentGiven(r.Header) {
+	if s.cookieID == "" && app.usesCookie && !s.Bot() && app.cookie.consentGiven(r.Header) {
 		id := mintID()
 		if fresh {
 			// Bucket this very request by the new id, not only the next one.
@@ -117,6 +118,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	s.evaluate()
 	h.addHeaders(r, s)
+	app.evalCountersFor(s.set).count(&s.ev)
+	if app.exposures != nil && !s.Bot() {
+		if unit := s.ev.Unit(); unit != "" {
+			app.exposures.record(s, unit)
+		}
+	}
 	return next.ServeHTTP(w, r)
 }
 
@@ -176,11 +183,11 @@ func (h *Handler) headerNames(set *rules.Set) *headerNames {
 }
 
 // stripSpoofed removes every incoming header whose name, lower-cased with _
-// read as -, starts with the prefix, and X-Features (DESIGN.md §3): the
-// backends must be able to trust them.
+// read as -, starts with the prefix, X-Features (DESIGN.md §3) and
+// Feature-Override: the backends must be able to trust what they get.
 func stripSpoofed(hdr http.Header, prefixFold string) {
 	for name := range hdr {
-		if hasPrefixFold(name, prefixFold) || equalFold(name, "x-features") {
+		if hasPrefixFold(name, prefixFold) || equalFold(name, "x-features") || equalFold(name, "feature-override") {
 			delete(hdr, name)
 		}
 	}

@@ -79,8 +79,7 @@ func (m *MatchFeature) Match(r *http.Request) bool {
 func (m *MatchFeature) MatchWithError(r *http.Request) (bool, error) {
 	s := stateOf(r)
 	if s == nil {
-		stripSpoofed(r.Header, foldHeader(m.app.HeaderPrefix))
-		s = newState(m.app, r, m.app.cookie.name)
+		s = newState(m.app, r, m.app.cookie.name, m.app.prefixFold)
 	}
 	s.evaluate()
 	res, ok := s.ev.Lookup(m.Flag)

@@ -41,6 +41,9 @@ type requestState struct {
 	ipRead    bool
 	now       time.Time
 	evaluated bool
+	bot       bool
+	botRead   bool
+	overrides []override
 
 	dict       string
 	dictBuf    [384]byte
@@ -55,12 +58,19 @@ func stateOf(r *http.Request) *requestState {
 
 // newState starts a request's state and keeps it on the request, so that
 // handler, matchers, placeholders and logs see one answer.
-// cookieName is the identity cookie's name on this site.
-func newState(app *App, r *http.Request, cookieName string) *requestState {
+// cookieName is the identity cookie's name on this site. It reads the QA
+// overrides, then strips them and every spoofed flag header (with the
+// site's prefix) from the request.
+func newState(app *App, r *http.Request, cookieName, prefixFold string) *requestState {
 	ctx := r.Context()
 	s := &requestState{app: app, set: app.set.Load(), r: r}
 	s.repl, _ = ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	s.vars, _ = ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
+	s.overrides = app.overrides.overridesFor(r.Header, s.IP, time.Now())
+	stripSpoofed(r.Header, prefixFold)
+	if cookieValue(r.Header, app.overrides.cookie) != "" {
+		stripOverrideCookie(r.Header, app.overrides.cookie)
+	}
 	if app.usesCookie && app.cookie.consentGiven(r.Header) {
 		if v := cookieValue(r.Header, cookieName); validID(v) {
 			s.cookieID = v
@@ -177,11 +187,24 @@ func (s *requestState) Now() time.Time {
 	return s.now
 }
 
-// Bot implements rules.Request.
-func (s *requestState) Bot() bool { return false }
+// Bot implements rules.Request: the user agent is a crawler's.
+func (s *requestState) Bot() bool {
+	if !s.botRead {
+		s.botRead = true
+		s.bot = s.app.bots.match(firstValue(s.r.Header, "User-Agent"))
+	}
+	return s.bot
+}
 
-// Override implements rules.Request.
-func (s *requestState) Override(string) (string, bool) { return "", false }
+// Override implements rules.Request: a trusted QA override.
+func (s *requestState) Override(flag string) (string, bool) {
+	for _, o := range s.overrides {
+		if o.flag == flag {
+			return o.variant, true
+		}
+	}
+	return "", false
+}
 
 // location returns the client's country: from a CDN header on requests
 // from a trusted proxy, else from GeoIP.
@@ -201,6 +224,11 @@ func (s *requestState) location() geoip.Location {
 	}
 	if s.app.geo != nil {
 		s.loc = s.app.geo.Lookup(s.IP())
+		if s.loc.Country == "XX" {
+			metricGeoIPUnknown.Inc()
+		} else {
+			metricGeoIPKnown.Inc()
+		}
 	}
 	return s.loc
 }

@@ -110,6 +110,51 @@ func TestBinaryListsModulesAndRunsTheDemo(t *testing.T) {
 		!strings.Contains(body, "dark-mode=dark") || !strings.Contains(body, "recommendations=off") {
 		t.Errorf("alice from Germany:\n%s", body)
 	}
+	t.Run("browser", testDemoPageInChromium)
+}
+
+// testDemoPageInChromium loads the demo page twice in one headless Chromium
+// profile: the identity cookie is kept, and both loads show the same
+// variants (and bucket), from the embedded {feature_flags.json} and from
+// OFREP alike.
+func testDemoPageInChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed: apt-get install chromium (.ci/run does)")
+	}
+	profile := t.TempDir()
+	cell := regexp.MustCompile(`<td id="([a-z-]+)">([^<]*)</td>`)
+	load := func() map[string]string {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+profile,
+			"--virtual-time-budget=10000", "--dump-dom", "http://127.0.0.1:8080/page").Output()
+		if err != nil {
+			t.Fatalf("chromium: %v", err)
+		}
+		if !strings.Contains(string(out), `data-ofrep="done"`) {
+			t.Fatalf("the page's OFREP call did not finish:\n%s", out)
+		}
+		cells := map[string]string{}
+		for _, m := range cell.FindAllStringSubmatch(string(out), -1) {
+			cells[m[1]] = m[2]
+		}
+		return cells
+	}
+	first, second := load(), load()
+	t.Logf("first load %v, second %v", first, second)
+	for _, key := range []string{"new-checkout", "dark-mode"} {
+		if first["embedded-"+key] == "" || first["embedded-"+key] != first["ofrep-"+key] {
+			t.Errorf("%s: embedded %q, OFREP %q", key, first["embedded-"+key], first["ofrep-"+key])
+		}
+		if first["embedded-"+key] != second["embedded-"+key] || first["ofrep-"+key] != second["ofrep-"+key] {
+			t.Errorf("%s changed between loads: %v then %v", key, first, second)
+		}
+	}
+	if b := first["bucket-new-checkout"]; b == "" || b != second["bucket-new-checkout"] {
+		t.Errorf("new-checkout bucket %q then %q: the cookie was not kept", b, second["bucket-new-checkout"])
+	}
 }
 
 // TestKillSwitchSurvivesARestart stops and restarts a real caddy process:

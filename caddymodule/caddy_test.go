@@ -79,7 +79,11 @@ func startCaddy(t *testing.T, caddyfile, flags string) *site {
 		"{GEOIP}", demoGeoIP,
 		"{DIR}", dir,
 	)
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort()})
+	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{
+		AdminPort: adminPort(),
+		// Generous: CI runs these under -race on two cores.
+		LoadRequestTimeout: 30 * time.Second, TestRequestTimeout: 30 * time.Second,
+	})
 	tester.InitServer(r.Replace(caddyfile), "caddyfile")
 	if t.Failed() {
 		t.FailNow()

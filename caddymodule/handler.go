@@ -49,6 +49,7 @@ type headerNames struct {
 	set   *rules.Set
 	names []string
 	count int
+	ours  map[string]bool // every name this handler sets, X-Features included
 }
 
 // CaddyModule returns the Caddy module information.
@@ -103,10 +104,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	s := stateOf(r)
 	fresh := s == nil
 	if fresh {
-		s = newState(app, r, h.cookieName, h.prefixFold)
-	} else {
-		stripSpoofed(r.Header, h.prefixFold) // this site's prefix may differ from the matcher's
+		s = newState(app, r, h.cookieName)
 	}
+	names := h.headerNames(s.set)
+	reusable := stripSpoofed(r.Header, h.prefixFold, names.ours)
 	if s.cookieID == "" && app.usesCookie && !s.Bot() && app.cookie.consentGiven(r.Header) {
 		id := mintID()
 		if fresh {
@@ -117,7 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		app.cookie.setCookie(w, r, h.cookieName, h.cookieDomain, id)
 	}
 	s.evaluate()
-	h.addHeaders(r, s)
+	h.addHeaders(r, s, names, reusable)
 	app.evalCountersFor(s.set).count(&s.ev)
 	if app.exposures != nil && !s.Bot() {
 		if unit := s.ev.Unit(); unit != "" {
@@ -129,25 +130,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 // addHeaders sets one header per flag and X-Features. The values share one
 // array owned by the request, so a later handler editing one in place
-// touches only this request. The request gets a new header map, sized for
-// what it holds: adding twenty keys to the old one would grow it step by
-// step, an allocation each time.
-func (h *Handler) addHeaders(r *http.Request, s *requestState) {
+// touches only this request. Adding twenty keys to a request's header map
+// would grow it step by step, an allocation each time; so unless the
+// client's own spoofed headers left every slot needed (reusable), the
+// request gets a new map sized for what it holds.
+func (h *Handler) addHeaders(r *http.Request, s *requestState, names *headerNames, reusable int) {
 	if h.Headers == "dictionary" {
 		r.Header["X-Features"] = s.headerVals[0:1:1]
 		s.headerVals[0] = s.dictionary()
 		return
 	}
-	names := h.headerNames(s.set)
 	vals := s.headerVals[:]
 	if names.count+1 > len(vals) {
 		vals = make([]string, names.count+1)
 	}
-	hdr := make(http.Header, len(r.Header)+names.count+1)
-	for k, v := range r.Header {
-		hdr[k] = v
+	hdr := r.Header
+	if reusable < names.count+1 {
+		hdr = make(http.Header, len(r.Header)+names.count+1)
+		for k, v := range r.Header {
+			hdr[k] = v
+		}
+		r.Header = hdr
 	}
-	r.Header = hdr
 	n := 0
 	for i, name := range names.names {
 		if name == "" {
@@ -171,10 +175,13 @@ func (h *Handler) headerNames(set *rules.Set) *headerNames {
 	if hn := h.headers.Load(); hn != nil && hn.set == set {
 		return hn
 	}
-	hn := &headerNames{set: set, names: make([]string, set.Len())}
+	hn := &headerNames{set: set, names: make([]string, set.Len()), ours: map[string]bool{"X-Features": true}}
 	for i := range set.Len() {
 		if f := set.Flag(i); *f.Header {
 			hn.names[i] = textproto.CanonicalMIMEHeaderKey(h.prefix + f.Key)
+			if h.Headers != "dictionary" {
+				hn.ours[hn.names[i]] = true
+			}
 			hn.count++
 		}
 	}
@@ -184,13 +191,22 @@ func (h *Handler) headerNames(set *rules.Set) *headerNames {
 
 // stripSpoofed removes every incoming header whose name, lower-cased with _
 // read as -, starts with the prefix, X-Features (DESIGN.md §3) and
-// Feature-Override: the backends must be able to trust what they get.
-func stripSpoofed(hdr http.Header, prefixFold string) {
+// Feature-Override: the backends must be able to trust what they get. A
+// spoof spelled exactly like one of the headers the handler is about to set
+// (ours) is blanked instead of deleted — nothing can read its value, and
+// its slot in the map is reused; stripSpoofed returns how many were.
+func stripSpoofed(hdr http.Header, prefixFold string, ours map[string]bool) (reusable int) {
 	for name := range hdr {
 		if hasPrefixFold(name, prefixFold) || equalFold(name, "x-features") || equalFold(name, "feature-override") {
-			delete(hdr, name)
+			if ours[name] {
+				hdr[name] = nil
+				reusable++
+			} else {
+				delete(hdr, name)
+			}
 		}
 	}
+	return reusable
 }
 
 // foldHeader lower-cases s and reads _ as -.

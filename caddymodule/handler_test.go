@@ -274,3 +274,16 @@ http://127.0.0.1:{EDGE} {
 		t.Errorf("another prefix is not ours on this site and passes: got %q", got)
 	}
 }
+
+func TestDictionaryOnlyHeaders(t *testing.T) {
+	s := startCaddy(t, strings.Replace(edgeCaddyfile, "\tfeature_flags\n\t@new", "\tfeature_flags {\n\t\theaders dictionary\n\t}\n\t@new", 1), demoFlags)
+	_, e := s.get(t, "/", "X-User-Id: alice", "X-Feature-Search-V2: on", "X-Features: search-v2=on")
+	if got := e.Headers.Get("X-Features"); got != "new-checkout=on, search-v2=off, dark-mode=dark, recommendations=off, internal-only=on" {
+		t.Errorf("X-Features: %q", got)
+	}
+	for name := range e.Headers {
+		if strings.HasPrefix(name, "X-Feature-") {
+			t.Errorf("dictionary mode: the backend got %s: %q", name, e.Headers[name])
+		}
+	}
+}

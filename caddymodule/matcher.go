@@ -79,7 +79,8 @@ func (m *MatchFeature) Match(r *http.Request) bool {
 func (m *MatchFeature) MatchWithError(r *http.Request) (bool, error) {
 	s := stateOf(r)
 	if s == nil {
-		s = newState(m.app, r, m.app.cookie.name, m.app.prefixFold)
+		s = newState(m.app, r, m.app.cookie.name)
+		stripSpoofed(r.Header, m.app.prefixFold, nil)
 	}
 	s.evaluate()
 	res, ok := s.ev.Lookup(m.Flag)

@@ -134,7 +134,8 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	app := o.app
 	s := stateOf(r)
 	if s == nil {
-		s = newState(app, r, firstNonEmpty(o.CookieName, app.cookie.name), app.prefixFold)
+		s = newState(app, r, firstNonEmpty(o.CookieName, app.cookie.name))
+		stripSpoofed(r.Header, app.prefixFold, nil)
 	}
 	if s.cookieID == "" && app.usesCookie && !s.Bot() && app.cookie.consentGiven(r.Header) {
 		s.cookieID = mintID()

@@ -59,15 +59,15 @@ func stateOf(r *http.Request) *requestState {
 // newState starts a request's state and keeps it on the request, so that
 // handler, matchers, placeholders and logs see one answer.
 // cookieName is the identity cookie's name on this site. It reads the QA
-// overrides, then strips them and every spoofed flag header (with the
-// site's prefix) from the request.
-func newState(app *App, r *http.Request, cookieName, prefixFold string) *requestState {
+// overrides and strips them; the caller strips spoofed flag headers before
+// anything evaluates.
+func newState(app *App, r *http.Request, cookieName string) *requestState {
 	ctx := r.Context()
 	s := &requestState{app: app, set: app.set.Load(), r: r}
 	s.repl, _ = ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	s.vars, _ = ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
 	s.overrides = app.overrides.overridesFor(r.Header, s.IP, time.Now())
-	stripSpoofed(r.Header, prefixFold)
+	delete(r.Header, overrideHeader)
 	if cookieValue(r.Header, app.overrides.cookie) != "" {
 		stripOverrideCookie(r.Header, app.overrides.cookie)
 	}

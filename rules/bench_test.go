@@ -121,3 +121,33 @@ func TestRealisticFileLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkScaling shows how the cost of evaluating every flag of a request
+// grows with the number of flags and with the rules per flag. Each rule
+// tests a header against a list and fails, except the last, a 50 % split;
+// so every flag walks all its rules.
+func BenchmarkScaling(b *testing.B) {
+	for _, n := range []int{1, 10, 100, 1000} {
+		for _, rulesPerFlag := range []int{1, 5, 20} {
+			b.Run(fmt.Sprintf("flags=%d/rules=%d", n, rulesPerFlag), func(b *testing.B) {
+				var sb strings.Builder
+				sb.WriteString("flags:\n")
+				for i := range n {
+					fmt.Fprintf(&sb, "  f-%d:\n    rules:\n", i)
+					for range rulesPerFlag - 1 {
+						sb.WriteString("    - {when: {header.X-Plan: {in: [gold, platinum]}}, serve: on}\n")
+					}
+					sb.WriteString("    - {split: {on: 50, off: 50}}\n")
+				}
+				set := mustLoad(b, sb.String())
+				req := &testRequest{unit: "Zx3kP0q9bW1mT8rY2vN4cA", headers: map[string]string{"X-Plan": "free"}}
+				ev := set.NewEvaluation()
+				b.ReportAllocs()
+				for b.Loop() {
+					ev.Reset(set, req)
+					ev.All()
+				}
+			})
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -261,25 +262,24 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		headers       all|dictionary # default all: X-Feature-<Key> per flag and X-Features
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	return parseStringOptions(d, []string{"cookie_name", "cookie_domain", "header_prefix", "headers"},
+		[]*string{&h.CookieName, &h.CookieDomain, &h.HeaderPrefix, &h.Headers})
+}
+
+// parseStringOptions reads a directive without arguments whose block holds
+// options of one value each: names[i] sets *dsts[i].
+func parseStringOptions(d *caddyfile.Dispenser, names []string, dsts []*string) error {
 	d.Next() // the directive name
+	directive := d.Val()
 	if d.NextArg() {
 		return d.ArgErr()
 	}
 	for d.NextBlock(0) {
-		var dst *string
-		switch d.Val() {
-		case "cookie_name":
-			dst = &h.CookieName
-		case "cookie_domain":
-			dst = &h.CookieDomain
-		case "header_prefix":
-			dst = &h.HeaderPrefix
-		case "headers":
-			dst = &h.Headers
-		default:
-			return d.Errf("unknown feature_flags option %q: options are cookie_name, cookie_domain, header_prefix, headers", d.Val())
+		i := slices.Index(names, d.Val())
+		if i < 0 {
+			return d.Errf("unknown %s option %q: options are %s", directive, d.Val(), strings.Join(names, ", "))
 		}
-		if !d.AllArgs(dst) {
+		if !d.AllArgs(dsts[i]) {
 			return d.ArgErr()
 		}
 	}

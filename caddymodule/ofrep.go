@@ -74,25 +74,7 @@ func (o *OFREPHandler) Provision(ctx caddy.Context) error {
 //		cookie_domain <domain>
 //	}
 func (o *OFREPHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next()
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		var dst *string
-		switch d.Val() {
-		case "cookie_name":
-			dst = &o.CookieName
-		case "cookie_domain":
-			dst = &o.CookieDomain
-		default:
-			return d.Errf("unknown feature_flags_ofrep option %q: options are cookie_name, cookie_domain", d.Val())
-		}
-		if !d.AllArgs(dst) {
-			return d.ArgErr()
-		}
-	}
-	return nil
+	return parseStringOptions(d, []string{"cookie_name", "cookie_domain"}, []*string{&o.CookieName, &o.CookieDomain})
 }
 
 const ofrepPath = "/ofrep/v1/evaluate/flags"

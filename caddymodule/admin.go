@@ -188,27 +188,22 @@ func readBody(r *http.Request) ([]byte, error) {
 	return body, nil
 }
 
+// changeFunc rewrites the runtime layer's entry for a flag (see change).
+type changeFunc func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error)
+
 func (a *App) serveEnabled(w http.ResponseWriter, r *http.Request, key string, enabled bool) error {
 	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
-	actor, reason, err := who(r, body)
-	if err != nil {
-		return err
-	}
 	action := map[bool]string{true: "enable", false: "disable"}[enabled]
-	c, err := a.change(r, key, action, actor, reason, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+	return a.serveChange(w, r, key, action, body, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 		if _, ok := set.Index(key); !ok {
 			return e, false, apiError(http.StatusNotFound, "no flag %q", key)
 		}
 		e.Enabled = &enabled
 		return e, true, nil
 	})
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, c)
 }
 
 func (a *App) servePut(w http.ResponseWriter, r *http.Request, key string) error {
@@ -216,20 +211,13 @@ func (a *App) servePut(w http.ResponseWriter, r *http.Request, key string) error
 	if err != nil {
 		return err
 	}
-	actor, reason, err := who(r, nil)
-	if err != nil {
-		return err
-	}
 	if _, err := rules.ParseFlag("PUT /feature-flags/flags/"+key, key, body); err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
-	c, err := a.change(r, key, "replace", actor, reason, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+	// The body is the flag: actor and reason come from the query alone.
+	return a.serveChange(w, r, key, "replace", nil, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 		return runtimeEntry{Flag: json.RawMessage(body)}, true, nil
 	})
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, c)
 }
 
 func (a *App) serveDropRuntime(w http.ResponseWriter, r *http.Request, key string) error {
@@ -237,16 +225,22 @@ func (a *App) serveDropRuntime(w http.ResponseWriter, r *http.Request, key strin
 	if err != nil {
 		return err
 	}
-	actor, reason, err := who(r, body)
-	if err != nil {
-		return err
-	}
-	c, err := a.change(r, key, "drop_runtime", actor, reason, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+	return a.serveChange(w, r, key, "drop_runtime", body, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 		if !exists {
 			return e, false, apiError(http.StatusNotFound, "flag %q has no runtime layer entry", key)
 		}
 		return e, false, nil
 	})
+}
+
+// serveChange finds who makes the change (query, or a JSON body
+// {"actor", "reason"}), applies it, and answers with the change record.
+func (a *App) serveChange(w http.ResponseWriter, r *http.Request, key, action string, body []byte, fn changeFunc) error {
+	actor, reason, err := who(r, body)
+	if err != nil {
+		return err
+	}
+	c, err := a.change(r, key, action, actor, reason, fn)
 	if err != nil {
 		return err
 	}
@@ -257,8 +251,7 @@ func (a *App) serveDropRuntime(w http.ResponseWriter, r *http.Request, key strin
 // rewritten by fn, the result compiled with the current sources, the state
 // file written, and only then the new set swapped in and the change
 // audited. Any failure leaves everything as it was.
-func (a *App) change(r *http.Request, key, action, actor, reason string,
-	fn func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error)) (Change, error) {
+func (a *App) change(r *http.Request, key, action, actor, reason string, fn changeFunc) (Change, error) {
 	l := a.loader
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -223,18 +223,7 @@ http://127.0.0.1:{EDGE} {
 }
 `, flags)
 	post := func(path, body string, headers ...string) (*http.Response, map[string]any) {
-		req, _ := http.NewRequest("POST", s.url+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		for _, h := range headers {
-			k, v, _ := strings.Cut(h, ": ")
-			req.Header.Set(k, v)
-		}
-		resp, err := s.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
+		resp, raw := s.request(t, "POST", path, body, append(headers, "Content-Type: application/json")...)
 		var out map[string]any
 		if len(bytes.TrimSpace(raw)) > 0 {
 			if err := json.Unmarshal(raw, &out); err != nil {

@@ -37,9 +37,22 @@ http://127.0.0.1:{EDGE} {
 }
 `
 
+// body GETs / with the given headers ("Name: value") and returns the body
+// of a 200 response.
 func (s *site) body(t *testing.T, headers ...string) string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", s.url+"/", nil)
+	resp, b := s.request(t, "GET", "/", "", headers...)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// request sends a request with the given headers ("Name: value") and
+// returns the response with its body read.
+func (s *site) request(t *testing.T, method, path, body string, headers ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
 		req.Header.Set(k, v)
@@ -50,10 +63,7 @@ func (s *site) body(t *testing.T, headers ...string) string {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d: %s", resp.StatusCode, b)
-	}
-	return string(b)
+	return resp, b
 }
 
 // admin sends a request to the admin API and decodes the JSON answer.

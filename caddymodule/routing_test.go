@@ -156,20 +156,7 @@ http://127.0.0.1:{EDGE} {
 	respond "{feature.for-alice} {feature.rollout} {feature.rollout.reason}"
 }
 `, flags)
-	body := func(headers ...string) string {
-		req, _ := http.NewRequest("GET", s.url+"/", nil)
-		for _, h := range headers {
-			k, v, _ := strings.Cut(h, ": ")
-			req.Header.Set(k, v)
-		}
-		resp, err := s.client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
-	}
+	body := func(headers ...string) string { return s.body(t, headers...) }
 	// Find a cookie and a user id that land in different rollout variants.
 	cookie, user := "", ""
 	for i := 0; cookie == "" || user == ""; i++ {

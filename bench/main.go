@@ -77,7 +77,9 @@ func main() {
 	nets := geoiptest.Realistic(100_000, 1)
 	geo := filepath.Join(run, "geo.mmdb")
 	check(geoiptest.Write(geo, geoiptest.MaxMind, nets))
-	check(os.WriteFile(filepath.Join(run, "flags.yaml"), []byte(flagsFile()), 0o644))
+	flags, err := os.ReadFile("testdata/flags/bench-20.yaml") // the flags of the handler benchmark
+	check(err)
+	check(os.WriteFile(filepath.Join(run, "flags.yaml"), flags, 0o644))
 	check(os.WriteFile(filepath.Join(run, "load.lua"), []byte(wrkScript(nets)), 0o644))
 
 	ports := freePorts(9)
@@ -343,29 +345,6 @@ func flagKeys() []string {
 		keys[i] = fmt.Sprintf("flag-%02d", i)
 	}
 	return keys
-}
-
-// flagsFile is 20 flags: rollouts, country launches, segment betas, a
-// three-way experiment and a killed flag — four of each.
-func flagsFile() string {
-	var b strings.Builder
-	b.WriteString("segments:\n  staff: {user: {in: [alice, bob]}}\n  pro: {header.X-Plan: {in: [pro, enterprise]}}\nflags:\n")
-	for i, k := range flagKeys() {
-		fmt.Fprintf(&b, "  %s:\n", k)
-		switch i % 5 {
-		case 0:
-			b.WriteString("    rules: [{split: {on: 25, off: 75}}]\n")
-		case 1:
-			b.WriteString("    rules: [{when: {country: {in: [DE, AT, CH]}}, serve: on}]\n")
-		case 2:
-			b.WriteString("    rules:\n    - {when: {segment: {in: [staff]}}, serve: on}\n    - {when: {segment: {in: [pro]}}, split: {on: 50, off: 50}}\n")
-		case 3:
-			b.WriteString("    variants: [control, a, b]\n    rules: [{split: {a: 33.33, b: 33.33, control: 33.34}}]\n")
-		case 4:
-			b.WriteString("    enabled: false\n")
-		}
-	}
-	return b.String()
 }
 
 // wrkScript sends, per request, one of 1,000 visitors' cookies, a client

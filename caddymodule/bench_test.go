@@ -2,12 +2,9 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
@@ -16,35 +13,11 @@ import (
 	"github.com/edgeflags/edgeflags/geoip/geoiptest"
 )
 
-// twentyFlags is a file of 20 flags of the usual kinds: rollouts, country
-// launches, segment betas, an experiment, a killed flag.
-func twentyFlags() string {
-	var b strings.Builder
-	b.WriteString("segments:\n  staff: {user: {in: [alice, bob]}}\n  pro: {header.X-Plan: {in: [pro, enterprise]}}\nflags:\n")
-	for i := range 20 {
-		fmt.Fprintf(&b, "  flag-%02d:\n", i)
-		switch i % 5 {
-		case 0:
-			b.WriteString("    rules: [{split: {on: 25, off: 75}}]\n")
-		case 1:
-			b.WriteString("    rules: [{when: {country: {in: [DE, AT, CH]}}, serve: on}]\n")
-		case 2:
-			b.WriteString("    rules:\n    - {when: {segment: {in: [staff]}}, serve: on}\n    - {when: {segment: {in: [pro]}}, split: {on: 50, off: 50}}\n")
-		case 3:
-			b.WriteString("    variants: [control, a, b]\n    rules: [{split: {a: 33.33, b: 33.33, control: 33.34}}]\n")
-		case 4:
-			b.WriteString("    enabled: false\n")
-		}
-	}
-	return b.String()
-}
-
 // benchApp provisions an app with 20 flags and a 10,000-network GeoIP
 // database, as a config load would.
 func benchApp(b *testing.B) *App {
 	dir := b.TempDir()
-	flags := filepath.Join(dir, "flags.yaml")
-	os.WriteFile(flags, []byte(twentyFlags()), 0o644)
+	flags := "../testdata/flags/bench-20.yaml"
 	geo := filepath.Join(dir, "geo.mmdb")
 	nets := append(geoiptest.Realistic(10_000, 5), geoiptest.Network{CIDR: "198.51.100.0/24", Country: "DE", Continent: "EU", EU: true})
 	if err := geoiptest.Write(geo, geoiptest.MaxMind, nets); err != nil {

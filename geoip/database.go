@@ -117,6 +117,9 @@ func OpenBytes(name string, data []byte) (db *Database, err error) {
 	if err := reader.Verify(); err != nil {
 		return fail("corrupt file (it may be truncated or still being written): %v", err)
 	}
+	if err := checkTree(data, reader.Metadata); err != nil {
+		return fail("%v", err)
+	}
 	schema, err := detectSchema(reader)
 	if err != nil {
 		return fail("%v", err)

@@ -37,9 +37,19 @@ const (
 	Flat
 )
 
-// Write writes networks to path (atomically: a temporary file, then rename,
-// so a reader never sees half a database).
+// Write writes networks to an IPv6 database (IPv4 networks in its IPv4
+// subtree, aliased as MaxMind's are) at path, atomically: a temporary file,
+// then rename, so a reader never sees half a database.
 func Write(path string, schema Schema, networks []Network) error {
+	return write(path, schema, networks, 6)
+}
+
+// WriteIPv4 writes an IPv4-only database.
+func WriteIPv4(path string, schema Schema, networks []Network) error {
+	return write(path, schema, networks, 4)
+}
+
+func write(path string, schema Schema, networks []Network, ipVersion int) error {
 	dbType := "GeoLite2-Country"
 	if schema == Flat {
 		dbType = "ip-location-db-country"
@@ -51,6 +61,7 @@ func Write(path string, schema Schema, networks []Network) error {
 		RecordSize:              24,
 		IncludeReservedNetworks: true, // tests put private ranges in too
 		BuildEpoch:              1_700_000_000,
+		IPVersion:               ipVersion,
 	})
 	if err != nil {
 		return err

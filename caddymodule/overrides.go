@@ -37,15 +37,14 @@ type overrideSettings struct {
 	cookie string
 }
 
-// overridesFor returns the request's trusted overrides, or nil. It does
-// not modify the request.
-func (o *overrideSettings) overridesFor(h http.Header, clientIP func() netip.Addr, now time.Time) []override {
+// overridesFor returns the request's trusted overrides, or nil, from the
+// Feature-Override header or else the override cookie's value. It does not
+// modify the request.
+func (o *overrideSettings) overridesFor(h http.Header, cookie string, clientIP func() netip.Addr, now time.Time) []override {
 	raw := firstValue(h, overrideHeader)
-	if raw == "" && o.cookie != "" {
-		if c := cookieValue(h, o.cookie); c != "" {
-			if dec, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(c, "=")); err == nil {
-				raw = string(dec)
-			}
+	if raw == "" && cookie != "" {
+		if dec, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(cookie, "=")); err == nil {
+			raw = string(dec)
 		}
 	}
 	if raw == "" {

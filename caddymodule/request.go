@@ -66,9 +66,10 @@ func newState(app *App, r *http.Request, cookieName string) *requestState {
 	s := &requestState{app: app, set: app.set.Load(), r: r}
 	s.repl, _ = ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	s.vars, _ = ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
-	s.overrides = app.overrides.overridesFor(r.Header, s.IP, time.Now())
+	overrideCookie := cookieValue(r.Header, app.overrides.cookie)
+	s.overrides = app.overrides.overridesFor(r.Header, overrideCookie, s.IP, time.Now())
 	delete(r.Header, overrideHeader)
-	if cookieValue(r.Header, app.overrides.cookie) != "" {
+	if overrideCookie != "" {
 		stripOverrideCookie(r.Header, app.overrides.cookie)
 	}
 	if app.usesCookie && app.cookie.consentGiven(r.Header) {

@@ -272,7 +272,7 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 			return fnErr
 		}
 		var err error
-		next, orphans, err = l.build(l.base, l.baseVersion, entries)
+		next, orphans, err = l.build(l.base, entries)
 		if err != nil {
 			return apiError(http.StatusBadRequest, "the change does not compile with the current flags; nothing changed:\n%v", err)
 		}

@@ -36,17 +36,24 @@ type loader struct {
 	logger *zap.Logger
 	layer  *runtimeLayer
 
-	mu          sync.Mutex // serializes rebuilds; taken before layer.mu
-	files       []*fileSource
-	url         *urlSource
-	base        []*rules.Document // the last good sources, parsed
-	baseVersion string
-	lastErr     error
-	lastErrAt   time.Time
-	orphans     []string
+	mu        sync.Mutex // serializes rebuilds; taken before layer.mu
+	files     []*fileSource
+	url       *urlSource
+	base      parsed // the last good sources
+	lastErr   error
+	lastErrAt time.Time
+	orphans   []string
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+}
+
+// parsed is the flag sources as last read: parsed, compiled alone (the set
+// that serves while the runtime layer is empty), and their version.
+type parsed struct {
+	docs    []*rules.Document
+	set     *rules.Set
+	version string
 }
 
 type fileSource struct {
@@ -115,15 +122,15 @@ func (l *loader) load() error {
 			return err
 		}
 	}
-	docs, version, err := l.parse()
+	base, err := l.parse()
 	if err != nil {
 		return fmt.Errorf("feature_flags: the flags are invalid:\n%w", err)
 	}
-	set, orphans, err := l.build(docs, version, l.layer.snapshot())
+	set, orphans, err := l.build(base, l.layer.snapshot())
 	if err != nil {
 		return fmt.Errorf("feature_flags: the runtime layer in %s no longer fits the flags: %w\n(fix the flags, or edit the state file to drop the change)", l.layer.path, err)
 	}
-	l.base, l.baseVersion, l.orphans = docs, version, orphans
+	l.base, l.orphans = base, orphans
 	l.swap(set)
 	return nil
 }
@@ -205,8 +212,8 @@ func (u *urlSource) fetch() ([]byte, string, error) {
 	return body, resp.Header.Get("ETag"), nil
 }
 
-// parse parses every source's current content as one set of documents.
-func (l *loader) parse() ([]*rules.Document, string, error) {
+// parse parses and compiles every source's current content as one set.
+func (l *loader) parse() (parsed, error) {
 	var sources []rules.Source
 	for _, f := range l.files {
 		sources = append(sources, rules.Source{Name: f.path, Data: f.data})
@@ -228,18 +235,25 @@ func (l *loader) parse() ([]*rules.Document, string, error) {
 		docs = append(docs, doc)
 	}
 	if len(all) > 0 {
-		return nil, "", all
+		return parsed{}, all
 	}
-	// Compile alone once to report cross-file problems as the source's.
-	if _, err := rules.Compile(docs...); err != nil {
-		return nil, "", err
+	// Compiled alone, the sources' own problems are reported as theirs,
+	// not as the runtime layer's.
+	set, err := rules.Compile(docs...)
+	if err != nil {
+		return parsed{}, err
 	}
-	return docs, fmt.Sprintf("%016x", h.Sum64()), nil
+	set.Version = fmt.Sprintf("%016x", h.Sum64())
+	return parsed{docs: docs, set: set, version: set.Version}, nil
 }
 
-// build compiles the base documents with the runtime layer's entries.
-func (l *loader) build(base []*rules.Document, baseVersion string, entries map[string]runtimeEntry) (*rules.Set, []string, error) {
-	docs, orphans, err := apply(base, entries)
+// build lays the runtime layer's entries over the sources and compiles
+// the result; with no entries, the sources' own set serves as it is.
+func (l *loader) build(base parsed, entries map[string]runtimeEntry) (*rules.Set, []string, error) {
+	if len(entries) == 0 {
+		return base.set, nil, nil
+	}
+	docs, orphans, err := apply(base.docs, entries)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -247,11 +261,7 @@ func (l *loader) build(base []*rules.Document, baseVersion string, entries map[s
 	if err != nil {
 		return nil, nil, err
 	}
-	version := baseVersion
-	if len(entries) > 0 {
-		version = fmt.Sprintf("%s-%016x", baseVersion, xxh3.Hash(mustJSON(entries)))
-	}
-	set.Version = version
+	set.Version = fmt.Sprintf("%s-%016x", base.version, xxh3.Hash(mustJSON(entries)))
 	return set, orphans, nil
 }
 
@@ -269,14 +279,14 @@ func (l *loader) swap(set *rules.Set) {
 // serves; the caller holds l.mu. A refused change is logged, counted and
 // kept as lastErr.
 func (l *loader) reload(what string) (bool, error) {
-	docs, version, err := l.parse()
-	if err == nil && version == l.baseVersion {
+	base, err := l.parse()
+	if err == nil && base.version == l.base.version {
 		return false, nil // touched, not changed
 	}
 	var set *rules.Set
 	var orphans []string
 	if err == nil {
-		set, orphans, err = l.build(docs, version, l.layer.snapshot())
+		set, orphans, err = l.build(base, l.layer.snapshot())
 	}
 	if err != nil {
 		l.lastErr, l.lastErrAt = err, time.Now()
@@ -285,7 +295,7 @@ func (l *loader) reload(what string) (bool, error) {
 			zap.String("source", what), zap.String("serving", l.app.set.Load().Version), zap.Error(err))
 		return false, err
 	}
-	l.base, l.baseVersion, l.orphans, l.lastErr = docs, version, orphans, nil
+	l.base, l.orphans, l.lastErr = base, orphans, nil
 	metricReloads.WithLabelValues("ok").Inc()
 	l.swap(set)
 	return true, nil

@@ -212,7 +212,9 @@ func (u *urlSource) fetch() ([]byte, string, error) {
 	return body, resp.Header.Get("ETag"), nil
 }
 
-// parse parses and compiles every source's current content as one set.
+// parse parses and compiles every source's current content as one set,
+// alone: the sources' own problems are reported as theirs, not as the
+// runtime layer's.
 func (l *loader) parse() (parsed, error) {
 	var sources []rules.Source
 	for _, f := range l.files {
@@ -221,29 +223,10 @@ func (l *loader) parse() (parsed, error) {
 	if l.url != nil {
 		sources = append(sources, rules.Source{Name: l.url.url, Data: l.url.data})
 	}
-	h := xxh3.New()
-	var docs []*rules.Document
-	var all rules.Errors
-	for _, s := range sources {
-		fmt.Fprintf(h, "%d:%s\n%d:", len(s.Name), s.Name, len(s.Data))
-		h.Write(s.Data)
-		doc, err := rules.Parse(s.Name, s.Data)
-		var es rules.Errors
-		if errors.As(err, &es) {
-			all = append(all, es...)
-		}
-		docs = append(docs, doc)
-	}
-	if len(all) > 0 {
-		return parsed{}, all
-	}
-	// Compiled alone, the sources' own problems are reported as theirs,
-	// not as the runtime layer's.
-	set, err := rules.Compile(docs...)
+	docs, set, err := rules.LoadDocuments(sources...)
 	if err != nil {
 		return parsed{}, err
 	}
-	set.Version = fmt.Sprintf("%016x", h.Sum64())
 	return parsed{docs: docs, set: set, version: set.Version}, nil
 }
 

@@ -28,6 +28,13 @@ type Source struct {
 // Load parses and compiles sources into one Set. Every problem in every
 // source is reported in one [Errors]; if there is any, no Set is returned.
 func Load(sources ...Source) (*Set, error) {
+	_, set, err := LoadDocuments(sources...)
+	return set, err
+}
+
+// LoadDocuments is Load that also returns the parsed documents, for a
+// caller that lays more definitions over them and compiles again.
+func LoadDocuments(sources ...Source) ([]*Document, *Set, error) {
 	var all Errors
 	docs := make([]*Document, 0, len(sources))
 	h := xxh3.New()
@@ -41,10 +48,10 @@ func Load(sources ...Source) (*Set, error) {
 	set, err := compile(docs, len(all) > 0)
 	all = appendErrors(all, err)
 	if len(all) > 0 {
-		return nil, all
+		return nil, nil, all
 	}
 	set.Version = fmt.Sprintf("%016x", h.Sum64())
-	return set, nil
+	return docs, set, nil
 }
 
 func appendErrors(all Errors, err error) Errors {

@@ -79,13 +79,9 @@ func newExplainRequest(c ExplainContext, geo func(netip.Addr) geoip.Location) (*
 		r.now = t
 	}
 	for k, v := range c.Headers {
-		r.headers[canonicalHeader(k)] = v
+		r.headers[textproto.CanonicalMIMEHeaderKey(k)] = v
 	}
 	return r, nil
-}
-
-func canonicalHeader(s string) string {
-	return textproto.CanonicalMIMEHeaderKey(s)
 }
 
 func (r *explainRequest) Unit() string {

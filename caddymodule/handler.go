@@ -108,14 +108,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	names := h.headerNames(s.set)
 	reusable := stripSpoofed(r.Header, h.prefixFold, names.ours)
-	if s.cookieID == "" && app.usesCookie && !s.Bot() && app.cookie.consentGiven(r.Header) {
-		id := mintID()
-		if fresh {
-			// Bucket this very request by the new id, not only the next one.
-			// (After a matcher evaluated, its answer stands.)
-			s.cookieID = id
-		}
-		app.cookie.setCookie(w, r, h.cookieName, h.cookieDomain, id)
+	if id := s.mintCookie(w, h.cookieName, h.cookieDomain); id != "" && fresh {
+		// Bucket this very request by the new id, not only the next one.
+		// (After a matcher evaluated, its answer stands.)
+		s.cookieID = id
 	}
 	s.evaluate()
 	h.addHeaders(r, s, names, reusable)

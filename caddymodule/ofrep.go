@@ -119,9 +119,8 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		s = newState(app, r, firstNonEmpty(o.CookieName, app.cookie.name))
 		stripSpoofed(r.Header, app.prefixFold, nil)
 	}
-	if s.cookieID == "" && app.usesCookie && !s.Bot() && app.cookie.consentGiven(r.Header) {
-		s.cookieID = mintID()
-		app.cookie.setCookie(w, r, firstNonEmpty(o.CookieName, app.cookie.name), firstNonEmpty(o.CookieDomain, app.cookie.domain), s.cookieID)
+	if id := s.mintCookie(w, firstNonEmpty(o.CookieName, app.cookie.name), firstNonEmpty(o.CookieDomain, app.cookie.domain)); id != "" {
+		s.cookieID = id
 	}
 	req := &ofrepRequest{requestState: s, context: context}
 	ev := s.set.NewEvaluation()

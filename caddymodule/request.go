@@ -44,6 +44,7 @@ type requestState struct {
 	bot       bool
 	botRead   bool
 	overrides []override
+	consent   bool // the identity cookie may be read and set
 
 	dict       string
 	dictBuf    [384]byte
@@ -72,7 +73,8 @@ func newState(app *App, r *http.Request, cookieName string) *requestState {
 	if overrideCookie != "" {
 		stripOverrideCookie(r.Header, app.overrides.cookie)
 	}
-	if app.usesCookie && app.cookie.consentGiven(r.Header) {
+	s.consent = app.usesCookie && app.cookie.consentGiven(r.Header)
+	if s.consent {
 		if v := cookieValue(r.Header, cookieName); validID(v) {
 			s.cookieID = v
 		}
@@ -84,6 +86,18 @@ func newState(app *App, r *http.Request, cookieName string) *requestState {
 		s.repl.Map(s.placeholder)
 	}
 	return s
+}
+
+// mintCookie sets a new identity cookie on the response of a visitor who
+// has none, when the cookie is in use, consent is given and the client is
+// not a bot. It returns the new id, or "".
+func (s *requestState) mintCookie(w http.ResponseWriter, name, domain string) string {
+	if s.cookieID != "" || !s.consent || s.Bot() {
+		return ""
+	}
+	id := mintID()
+	s.app.cookie.setCookie(w, s.r, name, domain, id)
+	return id
 }
 
 // evaluate computes every flag once; later calls do nothing.

@@ -485,9 +485,9 @@ func (c *compiler) condition(file, path string, node int, cd Condition, set *Set
 		}
 		cc.ver = v
 	case opGt, opGte, opLt, opLte:
-		n, err := strconv.ParseFloat(values[0], 64)
-		if err != nil {
-			return bad("%q is not a number", values[0])
+		n, ok := parseFinite(values[0])
+		if !ok {
+			return bad("%q is not a finite number: write e.g. 18 or 2.5", values[0])
 		}
 		cc.num = n
 	case opCIDR:

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"math"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -135,11 +136,8 @@ func (c *condition) matchString(v string) bool {
 		ver, ok := parseSemver(v)
 		return ok && compared(c.op-opSemverEq, ver.compare(c.ver))
 	case opGt, opGte, opLt, opLte:
-		if v == "" {
-			return false
-		}
-		n, err := strconv.ParseFloat(v, 64)
-		if err != nil {
+		n, ok := parseFinite(v)
+		if !ok {
 			return false
 		}
 		cmp := 0
@@ -151,6 +149,20 @@ func (c *condition) matchString(v string) bool {
 		return compared(c.op-opGt+1, cmp)
 	}
 	return false
+}
+
+// parseFinite reads a number for the numeric comparisons. NaN and the
+// infinities are refused: NaN compares false with everything, so "gte: NaN"
+// or a request value of NaN would make a comparison mean nothing.
+func parseFinite(s string) (float64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
+		return 0, false
+	}
+	return n, true
 }
 
 // compared applies the comparison rel (0 eq, 1 gt, 2 gte, 3 lt, 4 lte) to a

@@ -11,9 +11,18 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// MaxSourceSize bounds one definition source; a larger one is refused
-// before parsing so that a runaway file cannot exhaust memory.
-const MaxSourceSize = 32 << 20
+// Limits on one definition source. A source past them is refused before a
+// parse tree is built, so that a runaway file or a hostile origin cannot
+// exhaust memory or time: parsing costs about 250 bytes per YAML node, so
+// MaxSourceNodes bounds a parse at about 250 MB whatever the file's shape,
+// and leaves room for about 15,000 typical flags in one file.
+const (
+	// MaxSourceSize bounds a source's bytes.
+	MaxSourceSize = 32 << 20
+	// MaxSourceNodes bounds a source's YAML nodes (scalars, lists and
+	// mappings), as counted by nodeBound.
+	MaxSourceNodes = 500_000
+)
 
 // Parse reads one definition source, YAML 1.2 or JSON (JSON is read as the
 // YAML it is). It reports every structural problem it finds — unknown
@@ -24,10 +33,6 @@ const MaxSourceSize = 32 << 20
 func Parse(name string, data []byte) (*Document, error) {
 	doc := &Document{Name: name}
 	p := &parser{errs: errs{file: name}}
-	if len(data) > MaxSourceSize {
-		p.add("", 0, "file is %d bytes, more than the limit of %d", len(data), MaxSourceSize)
-		return doc, p.err()
-	}
 	root := p.unmarshal(name, data)
 	if root == nil {
 		return doc, p.err() // nil error: an empty file defines nothing
@@ -36,11 +41,21 @@ func Parse(name string, data []byte) (*Document, error) {
 	return doc, p.err()
 }
 
-// unmarshal parses data into a node tree. A .json source is held to JSON's
-// own grammar first, since YAML would quietly accept a trailing comma.
+// unmarshal parses data into a node tree, after checking the source's
+// limits. A .json source is held to JSON's own grammar first, since YAML
+// would quietly accept a trailing comma.
 func (p *parser) unmarshal(name string, data []byte) *yaml.Node {
+	if len(data) > MaxSourceSize {
+		p.add("", 0, "the source is %d bytes, more than the limit of %d: split the flags over several files", len(data), MaxSourceSize)
+		return nil
+	}
+	if n := nodeBound(data); n > MaxSourceNodes {
+		p.add("", 0, "the source may hold up to %d YAML values, more than the limit of %d: split the flags over several files", n, MaxSourceNodes)
+		return nil
+	}
 	if strings.HasSuffix(strings.ToLower(name), ".json") {
-		var v any
+		// Validated without building values: a RawMessage is only checked.
+		var v json.RawMessage
 		if err := json.Unmarshal(data, &v); err != nil {
 			line := 0
 			if se, ok := err.(*json.SyntaxError); ok {
@@ -426,6 +441,26 @@ func digits(s string) bool {
 		}
 	}
 	return true
+}
+
+// nodeBound returns an upper bound on the number of nodes the YAML parser
+// builds for data, from a count of the characters that can start or end
+// one: a node of a block collection is on a line of its own or follows
+// ": ", "- " or "? "; one in a flow collection follows "[", "{" or ",".
+// A comma counts twice, for a flow mapping's key and its implicit null
+// value ({a, b}). It over-counts freely (comments, quoted text), never
+// under — FuzzNodeBound checks that against the parser itself.
+func nodeBound(data []byte) int {
+	n := 4 // the document, and a scalar that needs no indicator
+	for _, c := range data {
+		switch c {
+		case ',':
+			n += 2
+		case ':', '\n', '[', ']', '{', '}', '-', '?':
+			n++
+		}
+	}
+	return n
 }
 
 func describe(n *yaml.Node) string {

@@ -36,32 +36,44 @@ func Load(sources ...Source) (*Set, error) {
 // caller that lays more definitions over them and compiles again.
 func LoadDocuments(sources ...Source) ([]*Document, *Set, error) {
 	var all Errors
+	count := 0
 	docs := make([]*Document, 0, len(sources))
 	h := xxh3.New()
 	for _, src := range sources {
 		doc, err := Parse(src.Name, src.Data)
-		all = appendErrors(all, err)
+		all, count = appendErrors(all, count, err)
 		docs = append(docs, doc)
 		fmt.Fprintf(h, "%d:%s\n%d:", len(src.Name), src.Name, len(src.Data))
 		h.Write(src.Data)
 	}
-	set, err := compile(docs, len(all) > 0)
-	all = appendErrors(all, err)
-	if len(all) > 0 {
-		return nil, nil, all
+	set, err := compile(docs, count > 0)
+	all, count = appendErrors(all, count, err)
+	if count > 0 {
+		return nil, nil, capErrors(all, count)
 	}
 	set.Version = fmt.Sprintf("%016x", h.Sum64())
 	return docs, set, nil
 }
 
-func appendErrors(all Errors, err error) Errors {
-	if es, ok := err.(Errors); ok {
-		return append(all, es...)
+// appendErrors adds err's problems to all, counting those a capped list
+// summarized in its "… and N more" line.
+func appendErrors(all Errors, count int, err error) (Errors, int) {
+	es, ok := err.(Errors)
+	if !ok {
+		if err == nil {
+			return all, count
+		}
+		es = Errors{&Error{Message: err.Error()}}
 	}
-	if err != nil {
-		all = append(all, &Error{Message: err.Error()})
+	for _, e := range es {
+		if e.more > 0 {
+			count += e.more
+			continue
+		}
+		all = append(all, e)
+		count++
 	}
-	return all
+	return all, count
 }
 
 // Set is a compiled, immutable set of flags. It is safe for concurrent use;
@@ -132,6 +144,7 @@ func (s *Set) RuleName(i, r int) string {
 // compiler holds what Compile needs while it checks all documents together.
 type compiler struct {
 	list     Errors
+	count    int            // problems found, listed or not
 	flagAt   map[string]int // key → index into flags
 	segAt    map[string]int
 	flagDefs []*Flag
@@ -143,7 +156,10 @@ type compiler struct {
 }
 
 func (c *compiler) add(file, path string, line int, format string, args ...any) {
-	c.list = append(c.list, &Error{File: file, Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+	c.count++
+	if len(c.list) < MaxErrors {
+		c.list = append(c.list, &Error{File: file, Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+	}
 }
 
 // Compile checks documents together — names, variants, weights, references,
@@ -205,8 +221,8 @@ func compile(docs []*Document, parseFailed bool) (*Set, error) {
 		}
 	}
 	c.cycles()
-	if len(c.list) > 0 {
-		return nil, c.list
+	if c.count > 0 {
+		return nil, capErrors(c.list, c.count)
 	}
 	return set, nil
 }

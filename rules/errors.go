@@ -15,6 +15,8 @@ type Error struct {
 	Line int
 	// Message says what is wrong and, where it can, what to write instead.
 	Message string
+
+	more int // on the last line of a capped list: how many it stands for
 }
 
 func (e *Error) Error() string {
@@ -38,6 +40,16 @@ func (e *Error) Error() string {
 // returns Errors has been refused whole.
 type Errors []*Error
 
+// Count returns how many problems es stands for, those summarized in a
+// capped list's last line included.
+func (es Errors) Count() int {
+	n := len(es)
+	if n > 0 && es[n-1].more > 0 {
+		n += es[n-1].more - 1
+	}
+	return n
+}
+
 func (es Errors) Error() string {
 	lines := make([]string, len(es))
 	for i, e := range es {
@@ -46,20 +58,42 @@ func (es Errors) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// MaxErrors bounds the problems one load reports: past it, a file is
+// broken throughout (or generated wrong), and listing every problem would
+// cost more memory than the file itself.
+const MaxErrors = 100
+
 // errs collects problems while walking one source.
 type errs struct {
-	file string
-	list Errors
+	file  string
+	list  Errors
+	count int // problems found, listed or not
 }
 
 func (c *errs) add(path string, line int, format string, args ...any) {
-	c.list = append(c.list, &Error{File: c.file, Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+	c.count++
+	if len(c.list) < MaxErrors {
+		c.list = append(c.list, &Error{File: c.file, Path: path, Line: line, Message: fmt.Sprintf(format, args...)})
+	}
 }
 
 // err returns the collected problems as an error, or nil when there are none.
 func (c *errs) err() error {
-	if len(c.list) == 0 {
+	if c.count == 0 {
 		return nil
 	}
-	return c.list
+	return capErrors(c.list, c.count)
+}
+
+// capErrors keeps the first MaxErrors of count problems, and says how many
+// more there are.
+func capErrors(list Errors, count int) Errors {
+	if len(list) > MaxErrors {
+		list = list[:MaxErrors]
+	}
+	if count > len(list) {
+		more := count - len(list)
+		list = append(list[:len(list):len(list)], &Error{Message: fmt.Sprintf("… and %d more errors: fix these first", more), more: more})
+	}
+	return list
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -78,4 +79,18 @@ func FuzzNodeBound(f *testing.F) {
 			t.Fatalf("%q: %d nodes, bound %d", data, got, bound)
 		}
 	})
+}
+
+func TestErrorsAreCapped(t *testing.T) {
+	var sb strings.Builder
+	sb.WriteString("flags:\n")
+	for i := range 150 {
+		fmt.Fprintf(&sb, "  f%d: {rules: [{serve: maybe}]}\n", i)
+	}
+	other := Source{Name: "b.yaml", Data: []byte("flags:\n  g: {rules: [{serve: nope}]}\n  h: {descripton: x}\n")}
+	_, err := Load(Source{Name: "a.yaml", Data: []byte(sb.String())}, other)
+	es, _ := err.(Errors)
+	if len(es) != MaxErrors+1 || es[MaxErrors].Message != "… and 52 more errors: fix these first" || es.Count() != 152 {
+		t.Fatalf("%d lines, the last %v", len(es), es[len(es)-1])
+	}
 }

@@ -81,7 +81,7 @@ func ParseFlag(name, key string, data []byte) (*Flag, error) {
 	p := &parser{errs: errs{file: name}}
 	root := p.unmarshal(name, data)
 	if root == nil {
-		if len(p.list) == 0 {
+		if p.count == 0 {
 			p.add("", 0, "empty flag definition")
 		}
 		return nil, p.err()
@@ -123,7 +123,7 @@ func (p *parser) document(doc *Document, n *yaml.Node) {
 
 func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 	f := &Flag{Key: key, line: n.Line}
-	before := len(p.list)
+	before := p.count
 	if !p.isMapping(n, path, "a flag") {
 		f.broken = true
 		return f
@@ -161,7 +161,7 @@ func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 			})
 		}
 	})
-	f.broken = len(p.list) > before
+	f.broken = p.count > before
 	return f
 }
 

@@ -113,25 +113,24 @@ type flagSummary struct {
 }
 
 type overview struct {
-	Version        string         `json:"version"`
-	Sources        []sourceStatus `json:"sources"`
-	StateFile      string         `json:"state_file"`
-	LastError      string         `json:"last_error,omitempty"`
-	LastErrorAt    *time.Time     `json:"last_error_at,omitempty"`
-	Flags          []flagSummary  `json:"flags"`
-	RuntimeOrphans []string       `json:"runtime_orphans,omitempty"`
-	RecentChanges  []Change       `json:"recent_changes"`
+	Version         string            `json:"version"`
+	Sources         []sourceStatus    `json:"sources"`
+	StateFile       string            `json:"state_file"`
+	LastError       *loadError        `json:"last_error,omitempty"`
+	Flags           []flagSummary     `json:"flags"`
+	RuntimeOrphans  []string          `json:"runtime_orphans,omitempty"`
+	RuntimeSetAside map[string]string `json:"runtime_set_aside,omitempty"`
+	RuntimeDiffers  []runtimeDiff     `json:"runtime_differs,omitempty"`
+	RecentChanges   []Change          `json:"recent_changes"`
 }
 
 func (a *App) overview() overview {
 	set := a.set.Load()
-	sources, lastErr, lastErrAt, orphans := a.loader.status()
+	st := a.loader.status()
 	entries := a.loader.layer.snapshot()
-	o := overview{Version: set.Version, Sources: sources, StateFile: a.loader.layer.path, LastError: lastErr,
-		RuntimeOrphans: orphans, RecentChanges: a.loader.layer.recentChanges(), Flags: make([]flagSummary, set.Len())}
-	if lastErr != "" {
-		o.LastErrorAt = &lastErrAt
-	}
+	o := overview{Version: set.Version, Sources: st.sources, StateFile: a.loader.layer.path, LastError: st.lastErr,
+		RuntimeOrphans: st.orphans, RuntimeSetAside: st.setAside, RuntimeDiffers: a.loader.differs(entries),
+		RecentChanges: a.loader.layer.recentChanges(), Flags: make([]flagSummary, set.Len())}
 	for i := range o.Flags {
 		f := set.Flag(i)
 		o.Flags[i] = flagSummary{Key: f.Key, Enabled: *f.Enabled, Variants: f.Variants, Default: f.Default, OffVariant: f.OffVariant,
@@ -191,6 +190,12 @@ func readBody(r *http.Request) ([]byte, error) {
 // changeFunc rewrites the runtime layer's entry for a flag (see change).
 type changeFunc func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error)
 
+// serveEnabled is the kill switch and its undo. disable pins enabled:
+// false in the runtime layer. enable removes that pin, so the definition
+// (the file's, or a runtime replacement's) decides again; only when the
+// definition itself says enabled: false does enable pin enabled: true — a
+// disagreement with the file that GET /feature-flags/ lists under
+// runtime_differs until it is dropped.
 func (a *App) serveEnabled(w http.ResponseWriter, r *http.Request, key string, enabled bool) error {
 	body, err := readBody(r)
 	if err != nil {
@@ -201,22 +206,41 @@ func (a *App) serveEnabled(w http.ResponseWriter, r *http.Request, key string, e
 		if _, ok := set.Index(key); !ok {
 			return e, false, apiError(http.StatusNotFound, "no flag %q", key)
 		}
-		e.Enabled = &enabled
-		return e, true, nil
+		switch {
+		case !enabled:
+			e.Enabled = &enabled
+		case a.loader.definedEnabled(key, e):
+			e.Enabled = nil
+		default:
+			e.Enabled = &enabled
+		}
+		return e, e.Enabled != nil || e.Flag != nil, nil
 	})
 }
 
+// servePut replaces a flag's definition at runtime. What is stored is the
+// flag as parsed, written as JSON, whatever the body's syntax (YAML or
+// JSON). A kill switch stays: only enable or DELETE …/runtime lifts it.
 func (a *App) servePut(w http.ResponseWriter, r *http.Request, key string) error {
 	body, err := readBody(r)
 	if err != nil {
 		return err
 	}
-	if _, err := rules.ParseFlag("PUT /feature-flags/flags/"+key, key, body); err != nil {
+	f, err := rules.ParseFlag("PUT /feature-flags/flags/"+key, key, body)
+	if err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	def, err := json.Marshal(f)
+	if err != nil {
+		return apiError(http.StatusInternalServerError, "%v", err)
 	}
 	// The body is the flag: actor and reason come from the query alone.
 	return a.serveChange(w, r, key, "replace", nil, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
-		return runtimeEntry{Flag: json.RawMessage(body)}, true, nil
+		next := runtimeEntry{Flag: def}
+		if e.Enabled != nil && !*e.Enabled {
+			next.Enabled = e.Enabled
+		}
+		return next, true, nil
 	})
 }
 
@@ -258,8 +282,7 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 	set := a.set.Load()
 	before := flagJSON(set, key)
 	var fnErr error
-	var next *rules.Set
-	var orphans []string
+	var b built
 	err := l.layer.update(key, func(e runtimeEntry, exists bool) (runtimeEntry, bool) {
 		e, keep, err := fn(e, exists, set)
 		fnErr = err
@@ -271,10 +294,12 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 		if fnErr != nil {
 			return fnErr
 		}
-		var err error
-		next, orphans, err = l.build(l.base, entries)
-		if err != nil {
-			return apiError(http.StatusBadRequest, "the change does not compile with the current flags; nothing changed:\n%v", err)
+		b = l.build(l.base, entries)
+		if why, aside := b.setAside[key]; aside {
+			return apiError(http.StatusBadRequest, "the change does not compile with the current flags; nothing changed:\n%s", why)
+		}
+		if err := a.checkSet(b.set); err != nil {
+			return apiError(http.StatusBadRequest, "the change would break the flags; nothing changed:\n%v", err)
 		}
 		return nil
 	})
@@ -286,17 +311,35 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 		}
 		return Change{}, apiError(http.StatusInternalServerError, "%v", err)
 	}
-	l.orphans = orphans
-	l.swap(next)
+	l.adopt(b)
+	l.swap(b.set)
 	c := Change{At: time.Now().UTC(), Actor: actor, Reason: reason, RemoteAddr: r.RemoteAddr, Flag: key, Action: action,
-		Before: before, After: flagJSON(next, key)}
-	l.layer.record(c)
+		Before: before, After: flagJSON(b.set, key)}
 	metricAdminChanges.WithLabelValues(action, "ok").Inc()
-	a.audit.Info("flag changed",
-		zap.String("actor", actor), zap.String("reason", reason), zap.String("remote_addr", r.RemoteAddr),
-		zap.String("flag", key), zap.String("action", action), zap.String("version", next.Version),
-		zap.Reflect("before", c.Before), zap.Reflect("after", c.After))
+	a.record(c, b.set.Version)
 	return c, nil
+}
+
+// record keeps a change in the recent changes and writes it to the audit log.
+func (a *App) record(c Change, version string) {
+	a.loader.layer.record(c)
+	a.audit.Info("flag changed",
+		zap.String("actor", c.Actor), zap.String("reason", c.Reason), zap.String("remote_addr", c.RemoteAddr),
+		zap.String("flag", c.Flag), zap.String("action", c.Action), zap.String("version", version),
+		zap.Reflect("before", c.Before), zap.Reflect("after", c.After))
+}
+
+// systemActor is the actor of the changes edgeflags makes by itself.
+const systemActor = "edgeflags"
+
+// auditSystem records a change edgeflags made by itself; the caller holds
+// the loader's lock.
+func (a *App) auditSystem(key, action, reason string) {
+	version := ""
+	if set := a.set.Load(); set != nil {
+		version = set.Version
+	}
+	a.record(Change{At: time.Now().UTC(), Actor: systemActor, Reason: reason, Flag: key, Action: action}, version)
 }
 
 // flagJSON is the flag's serving definition as JSON, or nil when the set

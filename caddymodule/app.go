@@ -10,12 +10,15 @@ import (
 	"net/netip"
 	"net/textproto"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/edgeflags/edgeflags/geoip"
@@ -54,6 +57,17 @@ type App struct {
 
 	// FlagsURLInterval is how often FlagsURL is polled. Default: 30s.
 	FlagsURLInterval caddy.Duration `json:"flags_url_interval,omitempty"`
+
+	// FlagsURLRedirects is which redirects a FlagsURL fetch follows:
+	// same_host (default: on the same host, never from HTTPS to HTTP) or
+	// any. Where a redirect led is logged and shown in the admin API.
+	FlagsURLRedirects string `json:"flags_url_redirects,omitempty"`
+
+	// AllowEmptyFlags lets a source that defined flags be replaced by one
+	// that defines none (an empty, comment-only or {} document). By
+	// default such a change is refused: it is far more often a broken
+	// origin or a truncated file than the end of every flag.
+	AllowEmptyFlags bool `json:"allow_empty_flags,omitempty"`
 
 	// StateFile keeps the admin API's runtime layer across restarts.
 	// Default: feature_flags/state.json under Caddy's data directory.
@@ -106,20 +120,25 @@ type App struct {
 	// Exposures turns on exposure events.
 	Exposures *Exposures `json:"exposures,omitempty"`
 
-	set           atomic.Pointer[rules.Set]
-	loader        *loader
-	geo           *geoip.Reader
-	countryHeader string // CountryHeader in the canonical form header maps use
-	prefixFold    string // HeaderPrefix lower-cased, _ as -
-	identity      []identitySource
-	usesCookie    bool
-	cookie        cookieSettings
-	logger        *zap.Logger
-	audit         *zap.Logger // feature_flags.audit: one record per admin change
-	overrides     overrideSettings
-	bots          *botMatcher
-	exposures     *exposureSettings
-	counters      atomic.Pointer[evalCounters]
+	ctx             caddy.Context
+	set             atomic.Pointer[rules.Set]
+	loader          *loader
+	geo             *geoip.Reader
+	countryHeader   string // CountryHeader in the canonical form header maps use
+	prefixFold      string // HeaderPrefix lower-cased, _ as -
+	identity        []identitySource
+	usesCookie      bool
+	cookie          cookieSettings
+	logger          *zap.Logger
+	audit           *zap.Logger // feature_flags.audit: one record per admin change
+	overrides       overrideSettings
+	bots            *botMatcher
+	exposures       *exposureSettings
+	counters        atomic.Pointer[evalCounters]
+	headerUse       atomic.Uint32 // usePerFlagHeaders | useDictionary, by this config's handlers
+	headerPrefixLen atomic.Int32  // the longest per-flag header prefix in use
+	cookieSitesMu   sync.Mutex
+	cookieSites     []cookieSite // where each handler's cookie name applies
 }
 
 // Cookie configures the identity cookie.
@@ -164,6 +183,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 
 // Provision loads and compiles the flags and opens the GeoIP database.
 func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
 	a.logger = ctx.Logger()
 	a.audit = a.logger.Named("audit")
 	if a.HeaderPrefix == "" {
@@ -265,6 +285,11 @@ func (a *App) Validate() error {
 	if a.CountryHeader != "" && !validHeaderName(a.CountryHeader) {
 		return fmt.Errorf("feature_flags: country_header %q is not a header name", a.CountryHeader)
 	}
+	switch a.FlagsURLRedirects {
+	case "", "same_host", "any":
+	default:
+		return fmt.Errorf("feature_flags: flags_url_redirects %q: use same_host or any", a.FlagsURLRedirects)
+	}
 	return nil
 }
 
@@ -276,7 +301,32 @@ var active atomic.Pointer[App]
 func (a *App) Start() error {
 	a.loader.start()
 	active.Store(a)
+	a.warnLooseProxies()
 	return nil
+}
+
+// warnLooseProxies warns when the client address edgeflags relies on (for
+// GeoIP and override_from) can be chosen by the client: behind a load
+// balancer that appends to X-Forwarded-For, Caddy takes the left-most
+// address — the client's own words — unless trusted_proxies_strict is set.
+func (a *App) warnLooseProxies() {
+	if a.GeoIP == "" && len(a.overrides.from) == 0 {
+		return
+	}
+	v, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	httpApp, ok := v.(*caddyhttp.App)
+	if !ok {
+		return
+	}
+	for _, name := range sortedKeys(httpApp.Servers) {
+		if srv := httpApp.Servers[name]; trustsProxies(srv) && srv.TrustedProxiesStrict == 0 {
+			a.logger.Warn("the server trusts proxies but not strictly: behind a load balancer that appends to X-Forwarded-For, a client can choose the address edgeflags sees, and so its GeoIP country and override_from; add trusted_proxies_strict to the servers block",
+				zap.String("server", name))
+		}
+	}
 }
 
 // Stop stops watching; Cleanup releases the GeoIP reader.
@@ -293,6 +343,15 @@ func (a *App) Cleanup() error {
 		return err
 	}
 	return nil
+}
+
+// trustsProxies reports whether a provisioned server has trusted_proxies.
+// Caddy clears the exported raw field once the module is loaded, and keeps
+// the loaded source unexported, so it is read by reflection (a read that
+// cannot change it); if a Caddy version renames it, no warning is given.
+func trustsProxies(srv *caddyhttp.Server) bool {
+	f := reflect.ValueOf(srv).Elem().FieldByName("trustedProxies")
+	return f.IsValid() && f.Kind() == reflect.Interface && !f.IsNil()
 }
 
 // Flags returns the flag set now serving.

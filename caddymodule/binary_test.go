@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeflags/edgeflags/rules"
 )
 
 // raceEnabled is set when the tests are built with -race, so the binary is
@@ -21,13 +23,18 @@ var raceEnabled bool
 
 // buildCaddy builds cmd/caddy, the binary the README's demo command runs.
 func buildCaddy(t *testing.T) string {
+	return buildCaddyAs(t, raceEnabled)
+}
+
+// buildCaddyAs builds cmd/caddy, with the race detector or not.
+func buildCaddyAs(t *testing.T, race bool) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the caddy binary; skipped with -short")
 	}
 	bin := filepath.Join(t.TempDir(), "caddy")
 	args := []string{"build", "-o", bin}
-	if raceEnabled {
+	if race {
 		args = append(args, "-race")
 	}
 	cmd := exec.Command("go", append(args, "./cmd/caddy")...)
@@ -249,3 +256,63 @@ func TestFlagsCommand(t *testing.T) {
 }
 
 func regexpMatch(pattern, s string) bool { return regexp.MustCompile(pattern).MatchString(s) }
+
+// TestParsingMemoryIsBounded runs `caddy flags validate` on the most
+// expensive sources per byte that can be built — just under the limits,
+// and far over them — and reports the process's peak RSS. Before the
+// limits, a 31 MB file of list items took 5.7 GB.
+func TestParsingMemoryIsBounded(t *testing.T) {
+	bin := buildCaddyAs(t, false) // the race detector multiplies memory
+	dir := t.TempDir()
+	under := rules.MaxSourceNodes/2 - 10 // a flow list counts 2 a value
+	shapes := map[string]string{
+		"31MB-list.yaml":       "flags:\n" + strings.Repeat("- 1\n", 31<<20/4),
+		"31MB-flow.yaml":       "flags: [" + strings.Repeat("1,", 31<<20/2) + "1]\n",
+		"limit-flow-list.yaml": "flags: [" + strings.Repeat("1,", under) + "1]\n",
+		"limit-flow-map.yaml":  "{" + strings.Repeat("a,", under) + "a}\n",
+		"limit-in-list.json":   `{"flags": {"a": {"rules": [{"when": {"user": {"in": [` + strings.Repeat(`"x",`, under) + `"x"]}}, "serve": "on"}]}}}`,
+	}
+	for name, src := range shapes {
+		path := filepath.Join(dir, name)
+		os.WriteFile(path, []byte(src), 0o644)
+		out, rss := peakRSS(t, bin, "flags", "validate", path)
+		t.Logf("%-22s %5.1f MB: peak RSS %d MiB: %.90s", name, float64(len(src))/(1<<20), rss, strings.TrimSpace(string(out)))
+		if rss > 400 {
+			t.Errorf("%s: peak RSS %d MiB, want under 400", name, rss)
+		}
+	}
+}
+
+// peakRSS runs a command and returns its output and its peak RSS in MiB.
+// The peak is the process's own high-water mark (VmHWM), read from /proc
+// while it runs: the rusage of the waited child would not do, since Linux
+// carries the parent's (this test's) high-water mark into it across exec.
+func peakRSS(t *testing.T, bin string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	peak := 0
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	for {
+		if data, err := os.ReadFile(status); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					var kib int
+					fmt.Sscan(v, &kib)
+					peak = max(peak, kib>>10)
+				}
+			}
+		}
+		select {
+		case <-done:
+			return out.String(), peak
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}

@@ -34,6 +34,8 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			flags_file     <path>...               # repeatable; YAML or JSON; watched
 //			flags_check_interval <duration>        # default 500ms
 //			flags_url      <url> [<interval>]      # default interval 30s; cached for restarts
+//			flags_url_redirects same_host|any      # default same_host: same host, no HTTPS → HTTP
+//			allow_empty_flags                      # let a source that defined flags define none
 //			state_file     <path>                  # the admin API's runtime layer
 //			geoip          <path> [<check_interval>]
 //			identity       <placeholder|cookie>... # default: cookie
@@ -88,6 +90,15 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				a.FlagsURLInterval = caddy.Duration(dur)
 			}
+		case "flags_url_redirects":
+			if !d.AllArgs(&a.FlagsURLRedirects) {
+				return d.ArgErr()
+			}
+		case "allow_empty_flags":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.AllowEmptyFlags = true
 		case "state_file":
 			if !d.AllArgs(&a.StateFile) {
 				return d.ArgErr()
@@ -149,7 +160,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Exposures = x
 		default:
-			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, state_file, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures", d.Val())
+			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, flags_url_redirects, allow_empty_flags, state_file, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures", d.Val())
 		}
 	}
 	return nil
@@ -259,7 +270,7 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		cookie_name   <name>     # this site's identity cookie name
 //		cookie_domain <domain>   # this site's identity cookie domain
 //		header_prefix <prefix>   # this site's per-flag header prefix
-//		headers       all|dictionary # default all: X-Feature-<Key> per flag and X-Features
+//		headers       all|dictionary|none # default all: X-Feature-<Key> per flag and X-Features
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return parseStringOptions(d, []string{"cookie_name", "cookie_domain", "header_prefix", "headers"},

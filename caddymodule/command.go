@@ -66,7 +66,7 @@ func validateCommand() *cobra.Command {
 func loadFiles(paths []string) (*rules.Set, error) {
 	var sources []rules.Source
 	for _, p := range paths {
-		data, err := os.ReadFile(p)
+		data, _, err := readSource(p)
 		if err != nil {
 			return nil, err
 		}
@@ -76,7 +76,7 @@ func loadFiles(paths []string) (*rules.Set, error) {
 	if err != nil {
 		var es rules.Errors
 		if errors.As(err, &es) {
-			return nil, fmt.Errorf("%d error(s):\n%w", len(es), err)
+			return nil, fmt.Errorf("%d error(s):\n%w", es.Count(), err)
 		}
 		return nil, err
 	}
@@ -211,6 +211,6 @@ func signOverrideCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&secret, "secret", "", "the override_secret (default: $FF_OVERRIDE_SECRET)")
-	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the override is honoured")
+	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the override is honoured (at most 720h, 30 days)")
 	return cmd
 }

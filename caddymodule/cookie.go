@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // cookieSettings is a Cookie with defaults applied and its regex compiled.
@@ -100,6 +102,70 @@ func mintID() string {
 	var b [16]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather than return short)
 	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// identityCookie returns the first value of the named cookie that is a
+// valid identity: a malformed duplicate must not hide a good one (which
+// would mint a new id on every request).
+func identityCookie(h http.Header, name string) string {
+	for _, line := range h["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && k == name {
+				if v = strings.Trim(v, `"`); validID(v) {
+					return v
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// cookieSite is a handler with the cookie name it uses, and where it sits
+// in the config: the modules that provisioned it.
+type cookieSite struct {
+	parents []caddy.Module
+	name    string
+}
+
+// parents returns the modules above the one ctx is provisioning.
+func parents(ctx caddy.Context) []caddy.Module {
+	mods := ctx.Modules()
+	return mods[:max(len(mods)-1, 0)]
+}
+
+// addCookieSite records the cookie name of a handler, for the matchers of
+// its site.
+func (a *App) addCookieSite(ctx caddy.Context, name string) {
+	a.cookieSitesMu.Lock()
+	defer a.cookieSitesMu.Unlock()
+	a.cookieSites = append(a.cookieSites, cookieSite{parents(ctx), name})
+}
+
+// cookieNameAt returns the identity cookie name for a matcher placed under
+// parents: that of the handler nearest to it in the config (the longest
+// shared line of parents — its own site, its own route), so that a matcher
+// reached before the handler reads the cookie the handler sets. Without
+// one handler nearest, or when the nearest disagree, the global name.
+func (a *App) cookieNameAt(parents []caddy.Module) string {
+	a.cookieSitesMu.Lock()
+	defer a.cookieSitesMu.Unlock()
+	best, name := -1, a.cookie.name
+	for _, site := range a.cookieSites {
+		shared := 0
+		for shared < len(parents) && shared < len(site.parents) && parents[shared] == site.parents[shared] {
+			shared++
+		}
+		switch {
+		case shared > best:
+			best, name = shared, site.name
+		case shared == best && site.name != name:
+			name = a.cookie.name
+		}
+	}
+	return name
 }
 
 // cookieValue returns the value of the named cookie without parsing the

@@ -2,13 +2,16 @@ package caddymodule
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/edgeflags/edgeflags/rules"
 )
@@ -30,8 +33,11 @@ type Handler struct {
 	// HeaderPrefix overrides the global per-flag header prefix for this site.
 	HeaderPrefix string `json:"header_prefix,omitempty"`
 	// Headers is "all" (default): one X-Feature-<Key> header per flag and
-	// the X-Features dictionary; or "dictionary": X-Features alone, which
-	// costs the proxy less per request (see docs/PERFORMANCE.md).
+	// the X-Features dictionary; "dictionary": X-Features alone, which
+	// costs the proxy less per request (see docs/PERFORMANCE.md); or
+	// "none": no headers, for sites that only route with the feature
+	// matcher or use the placeholders. A flag set whose headers backends
+	// would refuse is refused (see README, "Header limits").
 	Headers string `json:"headers,omitempty"`
 
 	app          *App
@@ -71,6 +77,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.cookieDomain = firstNonEmpty(h.CookieDomain, app.cookie.domain)
 	h.prefix = firstNonEmpty(h.HeaderPrefix, app.HeaderPrefix)
 	h.prefixFold = foldHeader(h.prefix)
+	app.addCookieSite(ctx, h.cookieName)
+	if err := app.useHeaders(h.Headers, h.prefix); err != nil {
+		return fmt.Errorf("feature_flags: %w", err)
+	}
 	return nil
 }
 
@@ -83,9 +93,9 @@ func (h *Handler) Validate() error {
 		return fmt.Errorf("feature_flags: header_prefix %q: use letters, digits and -, e.g. X-Feature-", h.HeaderPrefix)
 	}
 	switch h.Headers {
-	case "", "all", "dictionary":
+	case "", "all", "dictionary", "none":
 	default:
-		return fmt.Errorf("feature_flags: headers %q: use all (a header per flag and X-Features) or dictionary (X-Features only)", h.Headers)
+		return fmt.Errorf("feature_flags: headers %q: use all (a header per flag and X-Features), dictionary (X-Features only) or none", h.Headers)
 	}
 	return nil
 }
@@ -107,7 +117,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		s = newState(app, r, h.cookieName)
 	}
 	names := h.headerNames(s.set)
-	reusable := stripSpoofed(r.Header, h.prefixFold, names.ours)
+	reusable := stripSpoofed(r, h.prefixFold, names.ours)
 	if id := s.mintCookie(w, h.cookieName, h.cookieDomain); id != "" && fresh {
 		// Bucket this very request by the new id, not only the next one.
 		// (After a matcher evaluated, its answer stands.)
@@ -131,7 +141,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // client's own spoofed headers left every slot needed (reusable), the
 // request gets a new map sized for what it holds.
 func (h *Handler) addHeaders(r *http.Request, s *requestState, names *headerNames, reusable int) {
-	if h.Headers == "dictionary" {
+	switch h.Headers {
+	case "none":
+		return
+	case "dictionary":
 		r.Header["X-Features"] = s.headerVals[0:1:1]
 		s.headerVals[0] = s.dictionary()
 		return
@@ -171,11 +184,11 @@ func (h *Handler) headerNames(set *rules.Set) *headerNames {
 	if hn := h.headers.Load(); hn != nil && hn.set == set {
 		return hn
 	}
-	hn := &headerNames{set: set, names: make([]string, set.Len()), ours: map[string]bool{"X-Features": true}}
+	hn := &headerNames{set: set, names: make([]string, set.Len()), ours: map[string]bool{"X-Features": h.Headers != "none"}}
 	for i := range set.Len() {
 		if f := set.Flag(i); *f.Header {
 			hn.names[i] = textproto.CanonicalMIMEHeaderKey(h.prefix + f.Key)
-			if h.Headers != "dictionary" {
+			if h.Headers == "" || h.Headers == "all" {
 				hn.ours[hn.names[i]] = true
 			}
 			hn.count++
@@ -191,18 +204,99 @@ func (h *Handler) headerNames(set *rules.Set) *headerNames {
 // spoof spelled exactly like one of the headers the handler is about to set
 // (ours) is blanked instead of deleted — nothing can read its value, and
 // its slot in the map is reused; stripSpoofed returns how many were.
-func stripSpoofed(hdr http.Header, prefixFold string, ours map[string]bool) (reusable int) {
+//
+// Our names are never hop-by-hop either: a client naming them in
+// Connection would have the proxy remove the headers set here, so they
+// are taken out of Connection; and request trailers cannot carry them.
+func stripSpoofed(r *http.Request, prefixFold string, ours map[string]bool) (reusable int) {
+	hdr := r.Header
+	connection := false
 	for name := range hdr {
-		if hasPrefixFold(name, prefixFold) || equalFold(name, "x-features") || equalFold(name, "feature-override") {
+		switch {
+		case isOurs(name, prefixFold):
 			if ours[name] {
 				hdr[name] = nil
 				reusable++
 			} else {
 				delete(hdr, name)
 			}
+		case name == "Connection":
+			connection = true
 		}
 	}
+	if connection {
+		unhop(hdr, prefixFold)
+	}
+	if r.Trailer != nil {
+		stripTrailers(r, prefixFold)
+	}
 	return reusable
+}
+
+// isOurs reports whether a header name is one edgeflags sets or reads.
+func isOurs(name, prefixFold string) bool {
+	return hasPrefixFold(name, prefixFold) || equalFold(name, "x-features") || equalFold(name, "feature-override")
+}
+
+// unhop removes our names from the Connection header, in any case and
+// list position, on every line of it.
+func unhop(hdr http.Header, prefixFold string) {
+	lines := hdr["Connection"]
+	var kept []string
+	changed := false
+	for _, line := range lines {
+		for _, token := range strings.Split(line, ",") {
+			token = strings.TrimSpace(token)
+			switch {
+			case isOurs(token, prefixFold):
+				changed = true
+			case token != "":
+				kept = append(kept, token)
+			}
+		}
+	}
+	switch {
+	case !changed:
+	case len(kept) == 0:
+		delete(hdr, "Connection")
+	default:
+		hdr["Connection"] = []string{strings.Join(kept, ", ")}
+	}
+}
+
+// stripTrailers removes our names from the trailers a request declares,
+// and from those it sends: net/http fills them in when the body has been
+// read to its end, so the body is wrapped to strip them then, before the
+// proxy copies them upstream.
+func stripTrailers(r *http.Request, prefixFold string) {
+	for name := range r.Trailer {
+		if isOurs(name, prefixFold) {
+			delete(r.Trailer, name)
+		}
+	}
+	if _, done := r.Body.(*trailerGuard); !done && r.Body != nil {
+		r.Body = &trailerGuard{ReadCloser: r.Body, trailer: r.Trailer, prefixFold: prefixFold}
+	}
+}
+
+// trailerGuard strips our names from a request's trailers once its body
+// is read to the end.
+type trailerGuard struct {
+	io.ReadCloser
+	trailer    http.Header
+	prefixFold string
+}
+
+func (g *trailerGuard) Read(p []byte) (int, error) {
+	n, err := g.ReadCloser.Read(p)
+	if err == io.EOF {
+		for name := range g.trailer {
+			if isOurs(name, g.prefixFold) {
+				delete(g.trailer, name)
+			}
+		}
+	}
+	return n, err
 }
 
 // foldHeader lower-cases s and reads _ as -.
@@ -245,6 +339,83 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// Header limits. Backends refuse requests whose heads are too large:
+// Apache httpd more than 100 header fields (LimitRequestFields) or a line
+// over 8190 bytes (LimitRequestFieldSize), nginx a line over 8 KiB
+// (large_client_header_buffers), Tomcat a head over 8 KiB, Node.js one
+// over 16 KiB. The client's own headers and cookies need their share.
+const (
+	maxPerFlagHeaders     = 64       // per-flag headers of one request
+	maxPerFlagHeaderBytes = 8 << 10  // their names and longest values
+	warnDictionaryBytes   = 8 << 10  // X-Features past this: a warning
+	maxDictionaryBytes    = 64 << 10 // X-Features past this: refused
+	warnFlags             = 1000     // about 30 µs per request to evaluate
+)
+
+// The header modes of the handlers of a config, as bits of App.headerUse.
+const (
+	usePerFlagHeaders = 1 << iota
+	useDictionary
+)
+
+// useHeaders tells the app what a handler sends, so that every later flag
+// set is checked against it, and checks the set serving now.
+func (a *App) useHeaders(mode string, prefix string) error {
+	switch mode {
+	case "none":
+		return nil
+	case "dictionary":
+		a.headerUse.Or(useDictionary)
+	default:
+		a.headerUse.Or(usePerFlagHeaders | useDictionary)
+		for cur := a.headerPrefixLen.Load(); int32(len(prefix)) > cur; cur = a.headerPrefixLen.Load() {
+			if a.headerPrefixLen.CompareAndSwap(cur, int32(len(prefix))) {
+				break
+			}
+		}
+	}
+	return a.checkSet(a.Flags())
+}
+
+// checkSet refuses a flag set whose headers backends would refuse, and
+// warns about one that is merely large.
+func (a *App) checkSet(set *rules.Set) error {
+	use := a.headerUse.Load()
+	if set.Len() > warnFlags {
+		a.logger.Warn("many flags: every request evaluates each of them (about 30 ns a flag)", zap.Int("flags", set.Len()))
+	}
+	if use == 0 {
+		return nil
+	}
+	headers, headerBytes, dictBytes := 0, 0, 0
+	prefix := int(max(a.headerPrefixLen.Load(), int32(len(a.HeaderPrefix))))
+	for i := range set.Len() {
+		f := set.Flag(i)
+		longest := 0
+		for _, v := range f.Variants {
+			longest = max(longest, len(v))
+		}
+		dictBytes += len(f.Key) + 1 + longest + 2
+		if *f.Header {
+			headers++
+			headerBytes += prefix + len(f.Key) + 2 + longest + 2
+		}
+	}
+	if use&usePerFlagHeaders != 0 && (headers > maxPerFlagHeaders || headerBytes > maxPerFlagHeaderBytes) {
+		return fmt.Errorf("%d flags send a header of their own (up to %d bytes), more than backends are sure to accept (%d headers, %d bytes: Apache, nginx and Tomcat refuse more with the client's own headers): send X-Features alone with headers dictionary on the feature_flags directive, or set header: false on the flags backends do not read",
+			headers, headerBytes, maxPerFlagHeaders, maxPerFlagHeaderBytes)
+	}
+	if dictBytes > maxDictionaryBytes {
+		return fmt.Errorf("the X-Features header would be up to %d bytes, more than any common backend accepts (nginx, Apache and Tomcat stop at 8 KiB, Node.js at 16 KiB; the limit here is %d): split the flags over several Caddy sites, or use headers none on the feature_flags directive and route with the feature matcher",
+			dictBytes, maxDictionaryBytes)
+	}
+	if dictBytes > warnDictionaryBytes {
+		a.logger.Warn("the X-Features header is large: nginx, Apache and Tomcat refuse header lines over 8 KiB by default",
+			zap.Int("bytes", dictBytes), zap.Int("flags", set.Len()))
+	}
+	return nil
 }
 
 // Interface guards

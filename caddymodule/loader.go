@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,13 +37,13 @@ type loader struct {
 	logger *zap.Logger
 	layer  *runtimeLayer
 
-	mu        sync.Mutex // serializes rebuilds; taken before layer.mu
-	files     []*fileSource
-	url       *urlSource
-	base      parsed // the last good sources
-	lastErr   error
-	lastErrAt time.Time
-	orphans   []string
+	mu       sync.Mutex // serializes rebuilds; taken before layer.mu
+	files    []*fileSource
+	url      *urlSource
+	base     parsed // the last good sources
+	lastErr  *loadError
+	orphans  []string
+	setAside map[string]string // runtime entries that no longer fit: flag → why
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -57,9 +58,17 @@ type parsed struct {
 }
 
 type fileSource struct {
-	path string
-	seen os.FileInfo
-	data []byte
+	path    string
+	seen    os.FileInfo
+	pending os.FileInfo // an in-place change seen once, loaded when it holds still
+	data    []byte
+}
+
+// loadError is why the latest change to a source was refused.
+type loadError struct {
+	Message string    `json:"message"`
+	Source  string    `json:"source"`
+	At      time.Time `json:"at"`
 }
 
 type urlSource struct {
@@ -70,14 +79,17 @@ type urlSource struct {
 	data      []byte // the last good body
 	cachePath string
 	fromCache bool
+	finalURL  string // where the last answer came from, after redirects
 }
 
 // sourceStatus is how the admin API shows a source.
 type sourceStatus struct {
 	Kind      string `json:"kind"`
 	Location  string `json:"location"`
+	FinalURL  string `json:"final_url,omitempty"`
 	ETag      string `json:"etag,omitempty"`
 	FromCache bool   `json:"from_cache,omitempty"`
+	Flags     int    `json:"flags"`
 }
 
 func newLoader(a *App, layer *runtimeLayer) *loader {
@@ -92,11 +104,62 @@ func newLoader(a *App, layer *runtimeLayer) *loader {
 		}
 		l.url = &urlSource{
 			url: a.FlagsURL, interval: interval,
-			client:    &http.Client{Timeout: urlTimeout},
+			client:    &http.Client{Timeout: urlTimeout, CheckRedirect: checkRedirect(a.FlagsURLRedirects == "any")},
 			cachePath: filepath.Join(caddy.AppDataDir(), "feature_flags", "url-cache", fmt.Sprintf("%016x.json", xxh3.HashString(a.FlagsURL))),
 		}
 	}
 	return l
+}
+
+// maxRedirects bounds the redirects a flags_url fetch follows.
+const maxRedirects = 5
+
+// checkRedirect refuses, unless any is set, redirects to another host and
+// from HTTPS to HTTP: either hands the flags of every node to whoever
+// controls the target.
+func checkRedirect(any bool) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		if len(via) >= maxRedirects {
+			return fmt.Errorf("more than %d redirects", maxRedirects)
+		}
+		if any {
+			return nil
+		}
+		first := via[0].URL
+		if req.URL.Host != first.Host {
+			return fmt.Errorf("redirected from %s to another host, %s: point flags_url at the final URL, or allow it with flags_url_redirects any", first.Host, req.URL.Host)
+		}
+		if first.Scheme == "https" && req.URL.Scheme != "https" {
+			return fmt.Errorf("redirected from HTTPS to %s: point flags_url at the final URL, or allow it with flags_url_redirects any", req.URL)
+		}
+		return nil
+	}
+}
+
+// readSource reads a flags file through the size limit: a larger file is
+// refused from its size alone, and one that grows while it is read is cut
+// off at the limit, never read whole.
+func readSource(path string) ([]byte, os.FileInfo, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Size() > rules.MaxSourceSize {
+		return nil, st, fmt.Errorf("%s: %d bytes, more than the limit of %d: split the flags over several files", path, st.Size(), rules.MaxSourceSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, st, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, rules.MaxSourceSize+1))
+	if err != nil {
+		return nil, st, err
+	}
+	if len(data) > rules.MaxSourceSize {
+		return nil, st, fmt.Errorf("%s: more than the limit of %d bytes: split the flags over several files", path, rules.MaxSourceSize)
+	}
+	return data, st, nil
 }
 
 // load reads every source for the first time and builds the first set.
@@ -108,14 +171,11 @@ func (l *loader) load() error {
 		return errNoSources
 	}
 	for _, f := range l.files {
-		st, err := os.Stat(f.path)
+		data, st, err := readSource(f.path)
 		if err != nil {
 			return fmt.Errorf("feature_flags: flags_file: %w", err)
 		}
-		if f.data, err = os.ReadFile(f.path); err != nil {
-			return fmt.Errorf("feature_flags: flags_file: %w", err)
-		}
-		f.seen = st
+		f.data, f.seen = data, st
 	}
 	if l.url != nil {
 		if err := l.loadURL(); err != nil {
@@ -126,13 +186,44 @@ func (l *loader) load() error {
 	if err != nil {
 		return fmt.Errorf("feature_flags: the flags are invalid:\n%w", err)
 	}
-	set, orphans, err := l.build(base, l.layer.snapshot())
-	if err != nil {
-		return fmt.Errorf("feature_flags: the runtime layer in %s no longer fits the flags: %w\n(fix the flags, or edit the state file to drop the change)", l.layer.path, err)
+	for _, doc := range base.docs {
+		if definesNothing(doc) {
+			l.logger.Warn("a flags source defines no flags", zap.String("source", doc.Name))
+		}
 	}
-	l.base, l.orphans = base, orphans
-	l.swap(set)
+	b := l.build(base, l.layer.snapshot())
+	if err := l.app.checkSet(b.set); err != nil {
+		return fmt.Errorf("feature_flags: %w", err)
+	}
+	l.base = base
+	l.adopt(b)
+	l.swap(b.set)
 	return nil
+}
+
+// definesNothing reports whether a source is empty, comments only, or {}.
+func definesNothing(doc *rules.Document) bool {
+	return len(doc.Flags) == 0 && len(doc.Segments) == 0
+}
+
+// emptied refuses, unless allow_empty_flags is set, a change that leaves a
+// source which defined flags defining nothing: an origin answering 200 with
+// an empty body, or a file truncated to nothing, must not wipe every flag.
+func (l *loader) emptied(next parsed) error {
+	if l.app.AllowEmptyFlags || l.base.docs == nil {
+		return nil
+	}
+	var names []string
+	for i, doc := range next.docs {
+		if definesNothing(doc) && i < len(l.base.docs) && !definesNothing(l.base.docs[i]) {
+			names = append(names, doc.Name)
+		}
+	}
+	if names == nil {
+		return nil
+	}
+	return fmt.Errorf("%s now defines no flags (empty, comments only, or {}): refusing to drop %d flags; if that is intended, set allow_empty_flags",
+		strings.Join(names, ", "), l.base.set.Len())
 }
 
 // loadURL fetches the URL source at start-up, falling back to the cached
@@ -140,40 +231,64 @@ func (l *loader) load() error {
 func (l *loader) loadURL() error {
 	u := l.url
 	body, etag, err := u.fetch()
+	var empty bool
 	if err == nil && body != nil {
-		if _, perr := rules.Parse(u.url, body); perr != nil {
+		doc, perr := rules.Parse(u.url, body)
+		switch {
+		case perr != nil:
 			err = fmt.Errorf("the origin serves invalid flags:\n%w", perr)
+		case definesNothing(doc) && !l.app.AllowEmptyFlags:
+			empty = true
 		}
+	}
+	cached, cerr := readURLCache(u.cachePath)
+	if empty && cerr == nil && len(cached.Body) > 0 {
+		// An empty answer is more likely a broken origin than the end of
+		// every flag: start from the last good copy, as during an outage.
+		err = errors.New("the origin serves a document that defines no flags (set allow_empty_flags if that is intended)")
 	}
 	if err == nil {
 		u.data, u.etag = body, etag
-		l.writeCache()
+		if !empty {
+			l.writeCache()
+		}
 		return nil
 	}
-	cached, cerr := os.ReadFile(u.cachePath)
-	if cerr != nil {
+	if errors.Is(cerr, os.ErrNotExist) {
 		return fmt.Errorf("feature_flags: flags_url %s: %v, and there is no cached copy (%s) to start from", u.url, err, u.cachePath)
 	}
-	var c struct {
-		ETag string `json:"etag"`
-		Body []byte `json:"body"`
+	if cerr != nil {
+		return fmt.Errorf("feature_flags: flags_url %s: %v, and %v", u.url, err, cerr)
 	}
-	if jerr := json.Unmarshal(cached, &c); jerr != nil {
-		return fmt.Errorf("feature_flags: flags_url %s: %v, and the cached copy %s is unreadable: %v", u.url, err, u.cachePath, jerr)
-	}
-	u.data, u.etag, u.fromCache = c.Body, c.ETag, true
+	u.data, u.etag, u.fromCache = cached.Body, cached.ETag, true
 	l.logger.Warn("flags_url unavailable at start-up: serving the cached copy; the origin is polled in the background",
 		zap.String("url", u.url), zap.Error(err), zap.String("cache", u.cachePath))
 	return nil
 }
 
+// urlCache is the last good copy of the URL source, kept under Caddy's
+// data directory for start-ups during an outage.
+type urlCache struct {
+	URL  string `json:"url"`
+	ETag string `json:"etag"`
+	Body []byte `json:"body"`
+}
+
+func readURLCache(path string) (urlCache, error) {
+	var c urlCache
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(data, &c); err != nil {
+		return c, fmt.Errorf("the cached copy %s is unreadable: %v", path, err)
+	}
+	return c, nil
+}
+
 func (l *loader) writeCache() {
 	u := l.url
-	data := mustJSON(struct {
-		URL  string `json:"url"`
-		ETag string `json:"etag"`
-		Body []byte `json:"body"`
-	}{u.url, u.etag, u.data})
+	data := mustJSON(urlCache{u.url, u.etag, u.data})
 	if err := writeFileAtomic(u.cachePath, data); err != nil {
 		l.logger.Warn("cannot cache flags_url copy; a restart during an origin outage will fail", zap.String("cache", u.cachePath), zap.Error(err))
 	}
@@ -209,6 +324,10 @@ func (u *urlSource) fetch() ([]byte, string, error) {
 	if len(body) > rules.MaxSourceSize {
 		return nil, "", fmt.Errorf("GET %s: more than %d bytes", u.url, rules.MaxSourceSize)
 	}
+	u.finalURL = ""
+	if final := resp.Request.URL.String(); final != u.url {
+		u.finalURL = final
+	}
 	return body, resp.Header.Get("ETag"), nil
 }
 
@@ -230,22 +349,89 @@ func (l *loader) parse() (parsed, error) {
 	return parsed{docs: docs, set: set, version: set.Version}, nil
 }
 
-// build lays the runtime layer's entries over the sources and compiles
-// the result; with no entries, the sources' own set serves as it is.
-func (l *loader) build(base parsed, entries map[string]runtimeEntry) (*rules.Set, []string, error) {
+// built is a flag set with what the runtime layer could not add to it.
+type built struct {
+	set      *rules.Set
+	orphans  []string          // entries for flags nothing defines
+	setAside map[string]string // entries that no longer compile with the sources: flag → why
+}
+
+// build lays the runtime layer's entries over the sources and compiles the
+// result; with no entries, the sources' own set serves as it is. An entry
+// that no longer fits — it names a segment or a flag the files dropped, say
+// — is set aside, never blocks the sources: the sources compile alone, so
+// build always returns a set.
+func (l *loader) build(base parsed, entries map[string]runtimeEntry) built {
 	if len(entries) == 0 {
-		return base.set, nil, nil
+		return built{set: base.set}
+	}
+	b, err := compileLayer(base, entries)
+	if err == nil {
+		return b
+	}
+	// Find the entries that do not fit: keep each one that compiles with
+	// the ones kept before it.
+	keep := map[string]runtimeEntry{}
+	aside := map[string]string{}
+	for _, k := range sortedKeys(entries) {
+		keep[k] = entries[k]
+		if _, err := compileLayer(base, keep); err != nil {
+			aside[k] = err.Error()
+			delete(keep, k)
+		}
+	}
+	b, err = compileLayer(base, keep)
+	if err != nil { // cannot happen: keep compiled when its last entry was added
+		b = built{set: base.set}
+	}
+	b.setAside = aside
+	return b
+}
+
+// compileLayer compiles the sources with entries laid over them.
+func compileLayer(base parsed, entries map[string]runtimeEntry) (built, error) {
+	if len(entries) == 0 {
+		return built{set: base.set}, nil
 	}
 	docs, orphans, err := apply(base.docs, entries)
 	if err != nil {
-		return nil, nil, err
+		return built{}, err
 	}
 	set, err := rules.Compile(docs...)
 	if err != nil {
-		return nil, nil, err
+		return built{}, err
 	}
 	set.Version = fmt.Sprintf("%s-%016x", base.version, xxh3.Hash(mustJSON(entries)))
-	return set, orphans, nil
+	return built{set: set, orphans: orphans}, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// adopt records what a build left out of the runtime layer, auditing every
+// entry newly set aside and every one that fits again.
+func (l *loader) adopt(b built) {
+	l.orphans = b.orphans
+	for _, k := range sortedKeys(b.setAside) {
+		if _, was := l.setAside[k]; !was {
+			l.logger.Error("a runtime layer entry no longer fits the flags and is set aside: the files' definition serves; drop it with DELETE /feature-flags/flags/"+k+"/runtime, or restore what it needs",
+				zap.String("flag", k), zap.String("error", b.setAside[k]))
+			l.app.auditSystem(k, "runtime_set_aside", b.setAside[k])
+		}
+	}
+	for _, k := range sortedKeys(l.setAside) {
+		if _, still := b.setAside[k]; !still {
+			l.app.auditSystem(k, "runtime_reapplied", "the entry fits the flags again")
+		}
+	}
+	l.setAside = b.setAside
+	metricRuntimeSetAside.Set(float64(len(b.setAside)))
 }
 
 func (l *loader) swap(set *rules.Set) {
@@ -254,8 +440,15 @@ func (l *loader) swap(set *rules.Set) {
 	metricVersion.WithLabelValues(set.Version).Set(1)
 	metricFlags.Set(float64(set.Len()))
 	if old != nil {
+		forgetFlags(old, set)
 		l.logger.Info("flags applied", zap.String("version", set.Version), zap.String("previous", old.Version), zap.Int("flags", set.Len()))
 	}
+}
+
+// fail records why a change to what's named by source was refused.
+func (l *loader) fail(source string, err error) {
+	l.lastErr = &loadError{Message: err.Error(), Source: source, At: time.Now().UTC()}
+	metricReloads.WithLabelValues("error").Inc()
 }
 
 // reload rebuilds after sources changed, and reports whether a new set
@@ -264,23 +457,27 @@ func (l *loader) swap(set *rules.Set) {
 func (l *loader) reload(what string) (bool, error) {
 	base, err := l.parse()
 	if err == nil && base.version == l.base.version {
-		return false, nil // touched, not changed
+		l.lastErr = nil // back to what serves: nothing is wrong any more
+		return false, nil
 	}
-	var set *rules.Set
-	var orphans []string
 	if err == nil {
-		set, orphans, err = l.build(base, l.layer.snapshot())
+		err = l.emptied(base)
+	}
+	var b built
+	if err == nil {
+		b = l.build(base, l.layer.snapshot())
+		err = l.app.checkSet(b.set)
 	}
 	if err != nil {
-		l.lastErr, l.lastErrAt = err, time.Now()
-		metricReloads.WithLabelValues("error").Inc()
+		l.fail(what, err)
 		l.logger.Error("refusing changed flags: the last good flags keep serving",
 			zap.String("source", what), zap.String("serving", l.app.set.Load().Version), zap.Error(err))
 		return false, err
 	}
-	l.base, l.orphans, l.lastErr = base, orphans, nil
+	l.base, l.lastErr = base, nil
+	l.adopt(b)
 	metricReloads.WithLabelValues("ok").Inc()
-	l.swap(set)
+	l.swap(b.set)
 	return true, nil
 }
 
@@ -320,6 +517,11 @@ func (l *loader) watchFiles() {
 
 // checkFiles rereads files whose stat changed (a symlink swap included:
 // stat follows links) and reloads if any did.
+//
+// A file replaced whole — renamed over, as editors, config management and
+// Kubernetes do — is complete and loads at once. A file changed in place
+// may be half written: it loads only once its size and time have held
+// still for one check interval, and is not used if it changes while read.
 func (l *loader) checkFiles() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -329,26 +531,40 @@ func (l *loader) checkFiles() {
 		if err != nil {
 			if f.seen != nil {
 				f.seen = nil
-				l.lastErr, l.lastErrAt = fmt.Errorf("flags_file: %w", err), time.Now()
-				metricReloads.WithLabelValues("error").Inc()
+				l.fail(f.path, fmt.Errorf("flags_file: %w", err))
 				l.logger.Error("flags file unreadable: the last good flags keep serving", zap.Error(err))
 			}
 			continue
 		}
-		if f.seen != nil && os.SameFile(st, f.seen) && st.Size() == f.seen.Size() && st.ModTime().Equal(f.seen.ModTime()) {
+		if f.seen != nil && sameStat(st, f.seen) {
+			f.pending = nil
 			continue
 		}
-		data, err := os.ReadFile(f.path)
-		if err != nil {
-			continue // next tick
+		if f.seen != nil && os.SameFile(st, f.seen) && (f.pending == nil || !sameStat(st, f.pending)) {
+			f.pending = st // written in place: wait until it holds still
+			continue
 		}
-		f.seen, f.data = st, data
+		data, _, err := readSource(f.path)
+		if err != nil {
+			f.seen = st
+			l.fail(f.path, fmt.Errorf("flags_file: %w", err))
+			l.logger.Error("refusing changed flags file: the last good flags keep serving", zap.Error(err))
+			continue
+		}
+		if after, err := os.Stat(f.path); err != nil || !sameStat(after, st) {
+			continue // changed while read: next tick
+		}
+		f.seen, f.pending, f.data = st, nil, data
 		changed = append(changed, f.path)
 	}
 	if len(changed) > 0 {
 		sort.Strings(changed)
-		l.reload(fmt.Sprint(changed))
+		l.reload(strings.Join(changed, ", "))
 	}
+}
+
+func sameStat(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
 
 // errNoSources is returned when a config names no flag source.
@@ -372,9 +588,8 @@ func (l *loader) pollURL() {
 		body, etag, err := u.fetch()
 		if err != nil {
 			failures++
-			metricReloads.WithLabelValues("error").Inc()
 			l.mu.Lock()
-			l.lastErr, l.lastErrAt = fmt.Errorf("flags_url: %w", err), time.Now()
+			l.fail(u.url, fmt.Errorf("flags_url: %w", err))
 			l.mu.Unlock()
 			l.logger.Warn("flags_url fetch failed: the last good flags keep serving", zap.String("url", u.url), zap.Int("failures", failures), zap.Duration("next_try_in", min(u.interval<<min(failures, 10), maxURLBackoff)), zap.Error(err))
 			continue
@@ -394,22 +609,37 @@ func (l *loader) pollURL() {
 			u.fromCache = false
 			l.writeCache()
 		}
+		if u.finalURL != "" {
+			l.logger.Info("flags_url was redirected", zap.String("url", u.url), zap.String("final_url", u.finalURL))
+		}
 		l.mu.Unlock()
 	}
 }
 
+// loaderStatus is how the admin API shows the loader.
+type loaderStatus struct {
+	sources  []sourceStatus
+	lastErr  *loadError
+	orphans  []string
+	setAside map[string]string
+}
+
 // status reports the sources for the admin API.
-func (l *loader) status() (sources []sourceStatus, lastErr string, lastErrAt time.Time, orphans []string) {
+func (l *loader) status() loaderStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, f := range l.files {
-		sources = append(sources, sourceStatus{Kind: "file", Location: f.path})
+	st := loaderStatus{lastErr: l.lastErr, orphans: l.orphans, setAside: l.setAside}
+	flags := func(i int) int {
+		if i < len(l.base.docs) {
+			return len(l.base.docs[i].Flags)
+		}
+		return 0
 	}
-	if l.url != nil {
-		sources = append(sources, sourceStatus{Kind: "url", Location: l.url.url, ETag: l.url.etag, FromCache: l.url.fromCache})
+	for i, f := range l.files {
+		st.sources = append(st.sources, sourceStatus{Kind: "file", Location: f.path, Flags: flags(i)})
 	}
-	if l.lastErr != nil {
-		lastErr, lastErrAt = l.lastErr.Error(), l.lastErrAt
+	if u := l.url; u != nil {
+		st.sources = append(st.sources, sourceStatus{Kind: "url", Location: u.url, FinalURL: u.finalURL, ETag: u.etag, FromCache: u.fromCache, Flags: flags(len(l.files))})
 	}
-	return sources, lastErr, lastErrAt, l.orphans
+	return st
 }

@@ -35,6 +35,9 @@ type MatchFeature struct {
 	app      *App
 	logger   *zap.Logger
 	warnOnce sync.Once
+	// cookieName is the identity cookie of the matcher's site, found on
+	// first use: the site's handlers are provisioned by then.
+	cookieName func() string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -52,6 +55,8 @@ func (m *MatchFeature) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.app, m.logger = app, ctx.Logger()
+	above := parents(ctx)
+	m.cookieName = sync.OnceValue(func() string { return app.cookieNameAt(above) })
 	if m.Flag == "" || len(m.Variants) == 0 {
 		return fmt.Errorf("feature matcher: give a flag key and one or more variants, e.g. feature new-checkout on")
 	}
@@ -79,8 +84,8 @@ func (m *MatchFeature) Match(r *http.Request) bool {
 func (m *MatchFeature) MatchWithError(r *http.Request) (bool, error) {
 	s := stateOf(r)
 	if s == nil {
-		s = newState(m.app, r, m.app.cookie.name)
-		stripSpoofed(r.Header, m.app.prefixFold, nil)
+		s = newState(m.app, r, m.cookieName())
+		stripSpoofed(r, m.app.prefixFold, nil)
 	}
 	s.evaluate()
 	res, ok := s.ev.Lookup(m.Flag)

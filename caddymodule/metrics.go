@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"slices"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,10 @@ var (
 		Namespace: "caddy", Subsystem: "feature_flags", Name: "admin_changes_total",
 		Help: "Changes through the admin API, by action and result.",
 	}, []string{"action", "result"})
+	metricRuntimeSetAside = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "feature_flags", Name: "runtime_set_aside",
+		Help: "Runtime layer entries set aside because they no longer fit the flags.",
+	})
 )
 
 // The GeoIP counters, resolved once: a lookup counts without a label lookup.
@@ -97,7 +102,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges} {
+	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges, metricRuntimeSetAside} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
@@ -106,4 +111,23 @@ func registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// forgetFlags deletes the evaluation series of the flags, and of the
+// variants, that next no longer has: a series lives as long as its flag,
+// so that churning flag keys cannot grow /metrics without bound.
+func forgetFlags(old, next *rules.Set) {
+	for i := range old.Len() {
+		f := old.Flag(i)
+		j, ok := next.Index(f.Key)
+		if !ok {
+			metricEvaluations.DeletePartialMatch(prometheus.Labels{"flag": f.Key})
+			continue
+		}
+		for _, v := range f.Variants {
+			if !slices.Contains(next.Flag(j).Variants, v) {
+				metricEvaluations.DeletePartialMatch(prometheus.Labels{"flag": f.Key, "variant": v})
+			}
+		}
+	}
 }

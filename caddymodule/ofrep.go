@@ -64,6 +64,7 @@ func (o *OFREPHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	o.app = app
+	app.addCookieSite(ctx, firstNonEmpty(o.CookieName, app.cookie.name))
 	return nil
 }
 
@@ -117,7 +118,7 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	s := stateOf(r)
 	if s == nil {
 		s = newState(app, r, firstNonEmpty(o.CookieName, app.cookie.name))
-		stripSpoofed(r.Header, app.prefixFold, nil)
+		stripSpoofed(r, app.prefixFold, nil)
 	}
 	if id := s.mintCookie(w, firstNonEmpty(o.CookieName, app.cookie.name), firstNonEmpty(o.CookieDomain, app.cookie.domain)); id != "" {
 		s.cookieID = id

@@ -123,10 +123,11 @@ func TestFileChangeAppliesAndABrokenFileIsRefused(t *testing.T) {
 	var o overview
 	waitUntil(t, 2*time.Second, "the admin API reports the error", func() bool {
 		admin(t, "GET", "/feature-flags/", "", &o)
-		return o.LastError != ""
+		return o.LastError != nil
 	})
-	if !strings.Contains(o.LastError, "flags.banner.rules[0].split: weights sum to 90, want 100") || !strings.Contains(o.LastError, "flags.yaml") {
-		t.Errorf("last_error = %q", o.LastError)
+	if e := o.LastError; !strings.Contains(e.Message, "flags.banner.rules[0].split: weights sum to 90, want 100") || !strings.HasSuffix(e.Source, "flags.yaml") ||
+		time.Since(e.At) > 10*time.Second {
+		t.Errorf("last_error = %+v", e)
 	}
 	for range 10 {
 		if got := s.body(t); got != "banner=on" {
@@ -143,8 +144,8 @@ func TestFileChangeAppliesAndABrokenFileIsRefused(t *testing.T) {
 	waitUntil(t, time.Second, "the fixed file applies", func() bool { return s.body(t) == "banner=off, other=off" })
 	var fixed overview
 	admin(t, "GET", "/feature-flags/", "", &fixed)
-	if fixed.LastError != "" {
-		t.Errorf("last_error after a good load: %q", fixed.LastError)
+	if fixed.LastError != nil {
+		t.Errorf("last_error after a good load: %+v", fixed.LastError)
 	}
 }
 
@@ -291,7 +292,7 @@ func TestURLSourceWithETagAndCache(t *testing.T) {
 	var o, o2 overview
 	waitUntil(t, 3*time.Second, "the broken origin copy is reported", func() bool {
 		admin(t, "GET", "/feature-flags/", "", &o)
-		return strings.Contains(o.LastError, `unknown variant "maybe"`)
+		return o.LastError != nil && strings.Contains(o.LastError.Message, `unknown variant "maybe"`)
 	})
 	if got := s.body(t); got != "banner=off" {
 		t.Errorf("a broken origin copy changed what serves: %q", got)

@@ -37,34 +37,37 @@ type overrideSettings struct {
 	cookie string
 }
 
-// overridesFor returns the request's trusted overrides, or nil, from the
-// Feature-Override header or else the override cookie's value. It does not
-// modify the request.
+// overridesFor returns the request's trusted overrides, or nil. Each
+// Feature-Override header line is read on its own (a signature covers one
+// line), then the override cookie; the first that is trusted wins, and the
+// others are ignored whole — so an untrusted header cannot hide a trusted
+// cookie. It does not modify the request.
 func (o *overrideSettings) overridesFor(h http.Header, cookie string, clientIP func() netip.Addr, now time.Time) []override {
-	raw := firstValue(h, overrideHeader)
-	if raw == "" && cookie != "" {
+	candidates := h[overrideHeader]
+	if cookie != "" {
 		if dec, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(cookie, "=")); err == nil {
-			raw = string(dec)
+			candidates = append(candidates[:len(candidates):len(candidates)], string(dec))
 		}
 	}
-	if raw == "" {
-		return nil
-	}
-	members, err := parseDictionary(raw)
-	if err != nil {
-		return nil
-	}
-	if !o.trusted(members, clientIP, now) {
-		return nil
-	}
-	var out []override
-	for _, m := range members {
-		if m.key != overrideExpKey && m.key != overrideSigKey && m.kind == kindToken {
-			out = append(out, override{m.key, m.value})
+	for _, raw := range candidates {
+		members, err := parseDictionary(raw)
+		if err != nil || !o.trusted(members, clientIP, now) {
+			continue
 		}
+		var out []override
+		for _, m := range members {
+			if m.key != overrideExpKey && m.key != overrideSigKey && m.kind == kindToken {
+				out = append(out, override{m.key, m.value})
+			}
+		}
+		return out
 	}
-	return out
+	return nil
 }
+
+// MaxOverrideTTL is the longest a signed override is valid: a leaked one
+// stops working within a month even if nobody rotates the secret.
+const MaxOverrideTTL = 30 * 24 * time.Hour
 
 func (o *overrideSettings) trusted(members []member, clientIP func() netip.Addr, now time.Time) bool {
 	if len(o.from) > 0 {
@@ -121,12 +124,18 @@ func verifyOverride(secret []byte, members []member, now time.Time) error {
 	if now.Unix() >= t {
 		return fmt.Errorf("expired at %s", time.Unix(t, 0).UTC().Format(time.RFC3339))
 	}
+	if t > now.Add(MaxOverrideTTL+time.Minute).Unix() {
+		return fmt.Errorf("valid until %s, more than %s ahead", time.Unix(t, 0).UTC().Format(time.RFC3339), MaxOverrideTTL)
+	}
 	return nil
 }
 
 // SignOverride returns a signed Feature-Override header value for the
 // flag=variant pairs, valid until exp: what `caddy flags sign-override` prints.
 func SignOverride(secret []byte, pairs map[string]string, exp time.Time) (string, error) {
+	if ttl := time.Until(exp); ttl <= 0 || ttl > MaxOverrideTTL {
+		return "", fmt.Errorf("an override is valid for more than 0 and at most %s (30 days): give e.g. --ttl 8h", MaxOverrideTTL)
+	}
 	keys := make([]string, 0, len(pairs))
 	for k := range pairs {
 		keys = append(keys, k)

@@ -30,21 +30,22 @@ type requestState struct {
 	r    *http.Request
 	repl *caddy.Replacer
 
-	vars      map[string]any // Caddy's request variables
-	cookieID  string         // the identity cookie, read or just minted; "" when none
-	unit      string
-	user      string
-	unitRead  bool
-	loc       geoip.Location
-	locRead   bool
-	ip        netip.Addr
-	ipRead    bool
-	now       time.Time
-	evaluated bool
-	bot       bool
-	botRead   bool
-	overrides []override
-	consent   bool // the identity cookie may be read and set
+	vars       map[string]any // Caddy's request variables
+	cookieName string         // the identity cookie's name, as whoever evaluated first read it
+	cookieID   string         // the identity cookie, read or just minted; "" when none
+	unit       string
+	user       string
+	unitRead   bool
+	loc        geoip.Location
+	locRead    bool
+	ip         netip.Addr
+	ipRead     bool
+	now        time.Time
+	evaluated  bool
+	bot        bool
+	botRead    bool
+	overrides  []override
+	consent    bool // the identity cookie may be read and set
 
 	dict       string
 	dictBuf    [384]byte
@@ -64,7 +65,7 @@ func stateOf(r *http.Request) *requestState {
 // anything evaluates.
 func newState(app *App, r *http.Request, cookieName string) *requestState {
 	ctx := r.Context()
-	s := &requestState{app: app, set: app.set.Load(), r: r}
+	s := &requestState{app: app, set: app.set.Load(), r: r, cookieName: cookieName}
 	s.repl, _ = ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	s.vars, _ = ctx.Value(caddyhttp.VarsCtxKey).(map[string]any)
 	overrideCookie := cookieValue(r.Header, app.overrides.cookie)
@@ -75,9 +76,7 @@ func newState(app *App, r *http.Request, cookieName string) *requestState {
 	}
 	s.consent = app.usesCookie && app.cookie.consentGiven(r.Header)
 	if s.consent {
-		if v := cookieValue(r.Header, cookieName); validID(v) {
-			s.cookieID = v
-		}
+		s.cookieID = identityCookie(r.Header, cookieName)
 	}
 	if s.vars != nil {
 		s.vars[stateVar] = s
@@ -94,6 +93,9 @@ func newState(app *App, r *http.Request, cookieName string) *requestState {
 func (s *requestState) mintCookie(w http.ResponseWriter, name, domain string) string {
 	if s.cookieID != "" || !s.consent || s.Bot() {
 		return ""
+	}
+	if name != s.cookieName && identityCookie(s.r.Header, name) != "" {
+		return "" // a matcher read another cookie first; the visitor has this one
 	}
 	id := mintID()
 	s.app.cookie.setCookie(w, s.r, name, domain, id)

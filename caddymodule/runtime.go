@@ -255,3 +255,78 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// runtimeDiff is a flag on which the runtime layer and the files
+// disagree, and who made it so.
+type runtimeDiff struct {
+	Flag string `json:"flag"`
+	// Runtime is what the layer does: killed, pinned enabled, replaced,
+	// replaced and killed, added, added and killed.
+	Runtime string `json:"runtime"`
+	// File is what the files say: enabled, disabled, or absent.
+	File   string    `json:"file"`
+	Actor  string    `json:"actor"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// fileFlag returns the sources' definition of key, or nil; the caller
+// holds l.mu or reads a base that no longer changes.
+func (l *loader) fileFlag(key string) *rules.Flag {
+	for _, d := range l.base.docs {
+		for _, f := range d.Flags {
+			if f.Key == key {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
+func enabledOf(f *rules.Flag) bool { return f == nil || f.Enabled == nil || *f.Enabled }
+
+// definedEnabled reports whether key's definition, without the layer's
+// enabled pin — the runtime replacement in e, or else the files' — says
+// enabled. The caller holds l.mu.
+func (l *loader) definedEnabled(key string, e runtimeEntry) bool {
+	if e.Flag != nil {
+		if f, err := rules.ParseFlag("runtime layer", key, e.Flag); err == nil {
+			return enabledOf(f)
+		}
+	}
+	return enabledOf(l.fileFlag(key))
+}
+
+// differs lists the entries of the runtime layer that make a flag serve
+// otherwise than its files say.
+func (l *loader) differs(entries map[string]runtimeEntry) []runtimeDiff {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []runtimeDiff
+	for _, k := range sortedKeys(entries) {
+		e := entries[k]
+		file := l.fileFlag(k)
+		d := runtimeDiff{Flag: k, File: "absent", Actor: e.Actor, Reason: e.Reason, At: e.At}
+		if file != nil {
+			d.File = map[bool]string{true: "enabled", false: "disabled"}[enabledOf(file)]
+		}
+		switch {
+		case e.Flag != nil && file != nil:
+			d.Runtime = "replaced"
+		case e.Flag != nil:
+			d.Runtime = "added"
+		case e.Enabled == nil || *e.Enabled == enabledOf(file):
+			continue // agrees with the file
+		}
+		if e.Enabled != nil {
+			state := map[bool]string{true: "pinned enabled", false: "killed"}[*e.Enabled]
+			if d.Runtime == "" {
+				d.Runtime = state
+			} else {
+				d.Runtime += " and " + state
+			}
+		}
+		out = append(out, d)
+	}
+	return out
+}

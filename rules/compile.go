@@ -90,6 +90,7 @@ type Set struct {
 
 type compiledFlag struct {
 	spec     *Flag // normalized: every default applied
+	partial  bool  // the variants list was not read whole: unknown variants are not reported
 	key      string
 	variants []string
 	off, def int
@@ -234,35 +235,44 @@ func (c *compiler) flagHead(file string, f *Flag) compiledFlag {
 	if n.Variants == nil {
 		n.Variants = []string{"off", "on"}
 	}
-	cf := compiledFlag{spec: &n, key: f.Key, variants: n.Variants, off: -1, def: -1}
+	cf := compiledFlag{spec: &n, key: f.Key, variants: n.Variants, off: -1, def: -1, partial: f.badVariants}
 	if f.broken {
 		return cf
 	}
+	if len(n.Variants) == 0 {
+		n.Variants = []string{"off", "on"} // what could be read was nothing: reported already
+		cf.variants = n.Variants
+	}
 	switch {
+	case f.badVariants:
 	case len(n.Variants) < 2:
-		c.add(file, path+".variants", f.line, "a flag needs at least 2 variants, has %d", len(n.Variants))
+		c.add(file, path+".variants", lineOr(f.lines.variants, f.line), "a flag needs at least 2 variants, has %d", len(n.Variants))
 	case len(n.Variants) > MaxVariants:
-		c.add(file, path+".variants", f.line, "a flag has at most %d variants, has %d", MaxVariants, len(n.Variants))
+		c.add(file, path+".variants", lineOr(f.lines.variants, f.line), "a flag has at most %d variants, has %d", MaxVariants, len(n.Variants))
 	}
 	for i, v := range n.Variants {
 		vp := fmt.Sprintf("%s.variants[%d]", path, i)
+		line := f.line
+		if i < len(f.lines.variant) {
+			line = f.lines.variant[i]
+		}
 		if msg := checkVariant(v); msg != "" {
-			c.add(file, vp, f.line, "%s", msg)
+			c.add(file, vp, line, "%s", msg)
 		}
 		if j := indexOf(n.Variants[:i], v); j >= 0 {
-			c.add(file, vp, f.line, "variant %q listed twice (also variants[%d])", v, j)
+			c.add(file, vp, line, "variant %q listed twice (also variants[%d])", v, j)
 		}
 	}
 	if n.OffVariant == "" {
 		n.OffVariant = n.Variants[0]
 	}
-	if cf.off = c.variantIndex(file, path+".off_variant", f.line, n.Variants, n.OffVariant); cf.off < 0 {
+	if cf.off = c.variantIndex(file, path+".off_variant", lineOr(f.lines.offVariant, f.line), &cf, n.OffVariant); cf.off < 0 {
 		cf.off = 0
 	}
 	if n.Default == "" {
 		n.Default = n.OffVariant
 		cf.def = cf.off // already checked
-	} else if cf.def = c.variantIndex(file, path+".default", f.line, n.Variants, n.Default); cf.def < 0 {
+	} else if cf.def = c.variantIndex(file, path+".default", lineOr(f.lines.def, f.line), &cf, n.Default); cf.def < 0 {
 		cf.def = 0
 	}
 	if n.Enabled == nil {
@@ -290,13 +300,24 @@ func indexOf(list []string, s string) int {
 	return -1
 }
 
-// variantIndex returns the index of v in variants, or reports it and returns -1.
-func (c *compiler) variantIndex(file, path string, line int, variants []string, v string) int {
-	if i := indexOf(variants, v); i >= 0 {
+// variantIndex returns the index of v in the flag's variants, or reports
+// it (unless the list is partial) and returns -1.
+func (c *compiler) variantIndex(file, path string, line int, cf *compiledFlag, v string) int {
+	if i := indexOf(cf.variants, v); i >= 0 {
 		return i
 	}
-	c.add(file, path, line, "unknown variant %q: the flag's variants are %s%s", v, strings.Join(variants, ", "), didYouMean(v, variants))
+	if !cf.partial {
+		c.add(file, path, line, "unknown variant %q: the flag's variants are %s%s", v, strings.Join(cf.variants, ", "), didYouMean(v, cf.variants))
+	}
 	return -1
+}
+
+// lineOr returns line, or fallback when line is unknown.
+func lineOr(line, fallback int) int {
+	if line > 0 {
+		return line
+	}
+	return fallback
 }
 
 func (c *compiler) rules(file string, fi int, f *Flag, cf *compiledFlag, set *Set) []rule {
@@ -308,11 +329,14 @@ func (c *compiler) rules(file string, fi int, f *Flag, cf *compiledFlag, set *Se
 	for j, r := range f.Rules {
 		path := fmt.Sprintf("flags.%s.rules[%d]", f.Key, j)
 		out[j] = rule{name: r.Name, serve: -1, conds: c.conditions(file, path+".when", fi, r.When, set)}
-		if r.Serve != "" {
-			out[j].serve = c.variantIndex(file, path+".serve", r.line, cf.variants, r.Serve)
-			continue
+		switch {
+		case r.badServe || r.badSplit:
+			// the parser has reported it
+		case r.Serve != "":
+			out[j].serve = c.variantIndex(file, path+".serve", lineOr(r.serveLine, r.line), cf, r.Serve)
+		default:
+			out[j].split = c.split(file, path+".split", r, cf)
 		}
-		out[j].split = c.split(file, path+".split", r, cf)
 	}
 	return out
 }
@@ -324,14 +348,14 @@ func (c *compiler) split(file, path string, r Rule, cf *compiledFlag) []bucket {
 	weights := make([]int, len(cf.variants))
 	sum := 0
 	for _, w := range r.Split {
-		i := c.variantIndex(file, path+"."+w.Variant, w.line, cf.variants, w.Variant)
+		i := c.variantIndex(file, path+"."+w.Variant, w.line, cf, w.Variant)
 		if i >= 0 {
 			weights[i] = w.BasisPoints
 		}
 		sum += w.BasisPoints
 	}
 	if sum != Buckets {
-		c.add(file, path, r.line, "weights sum to %s, want 100", formatBasisPoints(sum))
+		c.add(file, path, lineOr(r.splitLine, r.line), "weights sum to %s, want 100", formatBasisPoints(sum))
 		return nil
 	}
 	var out []bucket
@@ -361,6 +385,9 @@ func formatBasisPoints(bp int) string {
 func (c *compiler) conditions(file, path string, node int, conds []Condition, set *Set) []condition {
 	out := make([]condition, 0, len(conds))
 	for _, cd := range conds {
+		if cd.broken {
+			continue // the parser has reported it
+		}
 		cp := path + "." + cd.Attribute + "." + cd.Operator
 		cc, ok := c.condition(file, cp, node, cd, set)
 		if ok {
@@ -414,7 +441,7 @@ func (c *compiler) condition(file, path string, node int, cd Condition, set *Set
 		pre := &set.flags[fi]
 		for _, v := range cd.Values {
 			i := indexOf(pre.variants, v)
-			if i < 0 && !c.flagDefs[fi].broken {
+			if i < 0 && !c.flagDefs[fi].broken && !pre.partial {
 				return bad("flag %s has no variant %q: its variants are %s%s", name, v, strings.Join(pre.variants, ", "), didYouMean(v, pre.variants))
 			}
 			if i >= 0 {

@@ -46,6 +46,16 @@ type Flag struct {
 	// its key (so references to it are not reported as unknown) but checks
 	// nothing else of it.
 	broken bool
+	// badVariants marks a variants list the parser could not read whole:
+	// Compile then reports nothing that depends on the list being complete.
+	badVariants bool
+	lines       flagLines
+}
+
+// flagLines are the lines of a flag's fields, for errors about them.
+type flagLines struct {
+	variants, offVariant, def int
+	variant                   []int // per entry of variants
 }
 
 // Rule serves one variant, or splits users between variants, when all its
@@ -56,6 +66,11 @@ type Rule struct {
 	Serve string
 	Split []Weight
 	line  int
+	// serveLine and splitLine are the lines of those fields; badServe and
+	// badSplit mark a field the parser reported (or the rule's shape: both
+	// or neither), which Compile then leaves alone.
+	serveLine, splitLine int
+	badServe, badSplit   bool
 }
 
 // Weight is one variant's share of a split, in basis points (12.5 % = 1250).
@@ -74,4 +89,5 @@ type Condition struct {
 	// Values holds the operand(s) as written; single-valued operators have one.
 	Values []string
 	line   int
+	broken bool // a value could not be read: Compile skips the condition
 }

@@ -123,7 +123,6 @@ func (p *parser) document(doc *Document, n *yaml.Node) {
 
 func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 	f := &Flag{Key: key, line: n.Line}
-	before := p.count
 	if !p.isMapping(n, path, "a flag") {
 		f.broken = true
 		return f
@@ -140,13 +139,19 @@ func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 		case "salt":
 			f.Salt = p.text(v, fp)
 		case "variants":
+			before := p.count
+			f.lines.variants = v.Line
 			p.sequence(v, fp, func(i int, vn *yaml.Node) {
-				f.Variants = append(f.Variants, p.variant(vn, fmt.Sprintf("%s[%d]", fp, i)))
+				if name := p.variant(vn, fmt.Sprintf("%s[%d]", fp, i)); name != "" {
+					f.Variants = append(f.Variants, name)
+					f.lines.variant = append(f.lines.variant, vn.Line)
+				}
 			})
+			f.badVariants = p.count > before
 		case "off_variant":
-			f.OffVariant = p.variant(v, fp)
+			f.OffVariant, f.lines.offVariant = p.variant(v, fp), v.Line
 		case "default":
-			f.Default = p.variant(v, fp)
+			f.Default, f.lines.def = p.variant(v, fp), v.Line
 		case "enabled":
 			f.Enabled = p.boolean(v, fp)
 		case "client":
@@ -161,7 +166,6 @@ func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 			})
 		}
 	})
-	f.broken = p.count > before
 	return f
 }
 
@@ -174,26 +178,32 @@ func (p *parser) rule(path string, n *yaml.Node) Rule {
 	p.fields(n, path, ruleFields, func(field string, v *yaml.Node) {
 		seen[field] = true
 		fp := path + "." + field
+		before := p.count
 		switch field {
 		case "name":
 			r.Name = p.text(v, fp)
 		case "when":
 			r.When = p.conditions(fp, v)
 		case "serve":
-			r.Serve = p.variant(v, fp)
+			r.Serve, r.serveLine = p.variant(v, fp), v.Line
+			r.badServe = p.count > before
 		case "split":
+			r.splitLine = v.Line
 			p.entries(v, fp, func(variant string, kn, wn *yaml.Node) {
 				wp := fp + "." + variant
 				p.checkVariantNode(kn, wp)
 				r.Split = append(r.Split, Weight{Variant: variant, BasisPoints: p.percent(wn, wp), line: kn.Line})
 			})
+			r.badSplit = p.count > before
 		}
 	})
 	switch {
 	case seen["serve"] && seen["split"]:
 		p.add(path, n.Line, "has both serve and split: keep one")
+		r.badServe, r.badSplit = true, true
 	case !seen["serve"] && !seen["split"]:
 		p.add(path, n.Line, "needs serve (one variant) or split (variant: percentage, …)")
+		r.badServe, r.badSplit = true, true
 	}
 	return r
 }
@@ -214,6 +224,7 @@ func (p *parser) conditions(path string, n *yaml.Node) []Condition {
 		p.entries(ops, ap, func(op string, _, vn *yaml.Node) {
 			op = strings.TrimSpace(op)
 			c := Condition{Attribute: attr, Operator: op, line: vn.Line}
+			before := p.count
 			vp := ap + "." + op
 			value := func(i int, sn *yaml.Node) {
 				ip := vp
@@ -235,6 +246,7 @@ func (p *parser) conditions(path string, n *yaml.Node) []Condition {
 			} else {
 				value(0, vn)
 			}
+			c.broken = p.count > before
 			conds = append(conds, c)
 		})
 	})

@@ -46,7 +46,26 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 // Routes returns the admin routes. They find the running app per request:
 // Caddy builds admin routes before apps start.
 func (adminAPI) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/feature-flags/", Handler: caddy.AdminHandlerFunc(serveAdmin)}}
+	return []caddy.AdminRoute{{Pattern: "/feature-flags/", Handler: caddy.AdminHandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		return writeAPIError(w, serveAdmin(w, r))
+	})}}
+}
+
+// writeAPIError answers an API error itself, as {"error": "…"}: Caddy
+// would escape <, > and & in it, and the messages say what to write
+// ("?actor=<your name>").
+func writeAPIError(w http.ResponseWriter, err error) error {
+	var apiErr caddy.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(apiErr.HTTPStatus)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(struct {
+		Error string `json:"error"`
+	}{apiErr.Err.Error()})
 }
 
 // maxAdminBody bounds an admin request body.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/textproto"
+	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -219,7 +220,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.bots = newBotMatcher(defaultBotTokens)
 	}
 	if a.Exposures != nil {
-		x, err := newExposureSettings(a.Exposures, repl.ReplaceKnown(a.Exposures.Key, ""), a.logger.Named("exposure"))
+		key, err := resolveSecret(repl, "exposures key", a.Exposures.Key)
+		if err != nil {
+			return err
+		}
+		x, err := newExposureSettings(a.Exposures, key, a.logger.Named("exposure"))
 		if err != nil {
 			return err
 		}
@@ -251,6 +256,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// envPlaceholder finds {env.NAME} placeholders.
+var envPlaceholder = regexp.MustCompile(`\{env\.([^}]+)\}`)
+
+// resolveSecret replaces the placeholders of a secret option, and says
+// which environment variable is missing when one is unset or empty.
+func resolveSecret(repl *caddy.Replacer, option, raw string) (string, error) {
+	for _, m := range envPlaceholder.FindAllStringSubmatch(raw, -1) {
+		if os.Getenv(m[1]) == "" {
+			return "", fmt.Errorf("feature_flags: %s: the environment variable %s is not set (or empty): set it in the environment Caddy starts in", option, m[1])
+		}
+	}
+	return repl.ReplaceKnown(raw, ""), nil
+}
+
 func (a *App) provisionOverrides(repl *caddy.Replacer) error {
 	a.overrides.cookie = firstNonEmpty(a.OverrideCookie, DefaultOverrideCookie)
 	if !validCookieName(a.overrides.cookie) {
@@ -268,9 +287,12 @@ func (a *App) provisionOverrides(repl *caddy.Replacer) error {
 		a.overrides.from = append(a.overrides.from, p.Masked())
 	}
 	if a.OverrideSecret != "" {
-		secret := repl.ReplaceKnown(a.OverrideSecret, "")
+		secret, err := resolveSecret(repl, "override_secret", a.OverrideSecret)
+		if err != nil {
+			return err
+		}
 		if len(secret) < 32 {
-			return fmt.Errorf("feature_flags: override_secret: give at least 32 characters (it is empty or short after placeholders: is the environment variable set?)")
+			return fmt.Errorf("feature_flags: override_secret: give at least 32 characters, e.g. from openssl rand -base64 32")
 		}
 		a.overrides.secret = []byte(secret)
 	}
@@ -301,8 +323,28 @@ var active atomic.Pointer[App]
 func (a *App) Start() error {
 	a.loader.start()
 	active.Store(a)
+	a.logStart()
 	a.warnLooseProxies()
 	return nil
+}
+
+// logStart says what serves: the flags, from where, and the GeoIP database.
+func (a *App) logStart() {
+	set := a.set.Load()
+	st := a.loader.status()
+	var sources []string
+	for _, src := range st.sources {
+		sources = append(sources, fmt.Sprintf("%s (%d flags)", src.Location, src.Flags))
+	}
+	fields := []zap.Field{zap.Int("flags", set.Len()), zap.String("version", set.Version), zap.Strings("sources", sources),
+		zap.String("state_file", a.loader.layer.path), zap.Int("runtime_entries", len(a.loader.layer.snapshot()))}
+	if a.geo != nil {
+		db := a.geo.Database()
+		fields = append(fields, zap.String("geoip", db.Path), zap.String("geoip_type", db.Type), zap.Time("geoip_built", db.Built))
+	} else {
+		fields = append(fields, zap.String("geoip", "none: every country is XX"))
+	}
+	a.logger.Info("feature flags serving", fields...)
 }
 
 // warnLooseProxies warns when the client address edgeflags relies on (for

@@ -5,22 +5,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/edgeflags/edgeflags/geoip"
 	"github.com/edgeflags/edgeflags/rules"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "flags",
-		Usage: "validate <file>... | explain --flags <file> [options] | bucket <salt> <unit>",
+		Usage: "validate <file>... | explain --flags <file> [options] | diff <old> <new> [options] | sign-override <flag>=<variant>... | bucket <salt> <unit>",
 		Short: "Checks flag files, explains their answers, computes buckets (edgeflags)",
 		Long: `
 Works on edgeflags flag files without a running server.
@@ -31,18 +35,23 @@ Works on edgeflags flag files without a running server.
 
   caddy flags explain --flags flags.yaml --user alice --country DE --header X-Plan=pro
       Prints each flag's variant, reason, rule and bucket for the request
-      described by the options.
+      described by the options (--geoip db.mmdb finds the country of --ip).
 
-  caddy flags sign-override --ttl 8h new-checkout=on dark-mode=dark
+  caddy flags diff flags.yaml flags-next.yaml
+      Before a change ships: for each flag, the share of a sample of users
+      whose variant would change, and from which variant to which.
+
+  caddy flags sign-override --flags flags.yaml --ttl 8h new-checkout=on dark-mode=dark
       Prints a Feature-Override header value signed with the override_secret
       (from $FF_OVERRIDE_SECRET or --secret), and the same as a cookie value.
+      With --flags, every flag and variant is checked against the file.
 
   caddy flags bucket new-checkout Zx3kP0q9bW1mT8rY2vN4cA
       Prints XXH3(salt + "." + unit) and its bucket (mod 10000), the hashing
       contract every language can reproduce.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(validateCommand(), explainCommand(), bucketCommand(), signOverrideCommand())
+			cmd.AddCommand(validateCommand(), explainCommand(), diffCommand(), bucketCommand(), signOverrideCommand())
 		},
 	})
 }
@@ -83,12 +92,73 @@ func loadFiles(paths []string) (*rules.Set, error) {
 	return set, nil
 }
 
+// requestOptions are the command-line options that describe a request,
+// shared by explain and diff.
+type requestOptions struct {
+	c                       ExplainContext
+	headers, cookies, query []string
+	geoip                   string
+}
+
+func (o *requestOptions) register(f *pflag.FlagSet, identity bool) {
+	if identity {
+		f.StringVar(&o.c.Unit, "unit", "", "the identity to bucket on (default: --user)")
+		f.StringVar(&o.c.User, "user", "", "a logged-in user's id")
+	}
+	f.StringVar(&o.c.Country, "country", "", "ISO country code, e.g. DE")
+	f.StringVar(&o.c.IP, "ip", "", "client IP address (its country from --geoip)")
+	f.StringVar(&o.geoip, "geoip", "", "a GeoIP database (.mmdb) to find the country of --ip in")
+	f.StringVar(&o.c.Host, "host", "", "request host")
+	f.StringVar(&o.c.Path, "path", "/", "request path")
+	f.StringVar(&o.c.Method, "method", "GET", "request method")
+	f.StringVar(&o.c.UserAgent, "user-agent", "", "User-Agent")
+	f.StringArrayVar(&o.headers, "header", nil, "a request header NAME=VALUE (repeatable)")
+	f.StringArrayVar(&o.cookies, "cookie", nil, "a cookie NAME=VALUE (repeatable)")
+	f.StringArrayVar(&o.query, "query", nil, "a query parameter NAME=VALUE (repeatable)")
+	f.StringVar(&o.c.Now, "now", "", "the time to evaluate at, RFC 3339 (default: now)")
+	f.BoolVar(&o.c.Bot, "bot", false, "the client is a crawler")
+}
+
+// request builds the request the options describe; a note says what the
+// user might not expect (an --ip whose country nothing can find).
+func (o *requestOptions) request() (*explainRequest, string, error) {
+	for _, kv := range []struct {
+		list []string
+		dst  *map[string]string
+		what string
+	}{{o.headers, &o.c.Headers, "--header"}, {o.cookies, &o.c.Cookies, "--cookie"}, {o.query, &o.c.Query, "--query"}} {
+		for _, s := range kv.list {
+			k, v, ok := strings.Cut(s, "=")
+			if !ok {
+				return nil, "", fmt.Errorf("%s %q: write NAME=VALUE", kv.what, s)
+			}
+			if *kv.dst == nil {
+				*kv.dst = map[string]string{}
+			}
+			(*kv.dst)[k] = v
+		}
+	}
+	var geo func(netip.Addr) geoip.Location
+	note := ""
+	switch {
+	case o.geoip != "":
+		db, err := geoip.Open(o.geoip)
+		if err != nil {
+			return nil, "", err
+		}
+		geo = db.Lookup
+	case o.c.IP != "" && o.c.Country == "":
+		note = fmt.Sprintf("note: no --geoip database, so the country of %s is unknown (XX); give --geoip <file.mmdb> or --country", o.c.IP)
+	}
+	req, err := newExplainRequest(o.c, geo)
+	return req, note, err
+}
+
 func explainCommand() *cobra.Command {
 	var (
-		files                   []string
-		c                       ExplainContext
-		headers, cookies, query []string
-		asJSON                  bool
+		files  []string
+		opts   requestOptions
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "explain --flags <file> [options]",
@@ -102,25 +172,12 @@ func explainCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, kv := range []struct {
-				list []string
-				dst  *map[string]string
-				what string
-			}{{headers, &c.Headers, "--header"}, {cookies, &c.Cookies, "--cookie"}, {query, &c.Query, "--query"}} {
-				for _, s := range kv.list {
-					k, v, ok := strings.Cut(s, "=")
-					if !ok {
-						return fmt.Errorf("%s %q: write NAME=VALUE", kv.what, s)
-					}
-					if *kv.dst == nil {
-						*kv.dst = map[string]string{}
-					}
-					(*kv.dst)[k] = v
-				}
-			}
-			req, err := newExplainRequest(c, nil)
+			req, note, err := opts.request()
 			if err != nil {
 				return err
+			}
+			if note != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), note)
 			}
 			out := explain(set, req)
 			if asJSON {
@@ -146,19 +203,141 @@ func explainCommand() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&files, "flags", nil, "a flags file (repeatable)")
-	f.StringVar(&c.Unit, "unit", "", "the identity to bucket on (default: --user)")
-	f.StringVar(&c.User, "user", "", "a logged-in user's id")
-	f.StringVar(&c.Country, "country", "", "ISO country code, e.g. DE")
-	f.StringVar(&c.IP, "ip", "", "client IP address")
-	f.StringVar(&c.Host, "host", "", "request host")
-	f.StringVar(&c.Path, "path", "/", "request path")
-	f.StringVar(&c.Method, "method", "GET", "request method")
-	f.StringVar(&c.UserAgent, "user-agent", "", "User-Agent")
-	f.StringArrayVar(&headers, "header", nil, "a request header NAME=VALUE (repeatable)")
-	f.StringArrayVar(&cookies, "cookie", nil, "a cookie NAME=VALUE (repeatable)")
-	f.StringArrayVar(&query, "query", nil, "a query parameter NAME=VALUE (repeatable)")
-	f.StringVar(&c.Now, "now", "", "the time to evaluate at, RFC 3339 (default: now)")
-	f.BoolVar(&c.Bot, "bot", false, "the client is a crawler")
+	opts.register(f, true)
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// flagDiff is what a change to the flags files does to one flag.
+type flagDiff struct {
+	Flag string `json:"flag"`
+	// Change is added, removed, changed (some sampled users change
+	// variant) or unchanged.
+	Change string `json:"change"`
+	// Share is the share of sampled users whose variant changes, in percent.
+	Share float64 `json:"share"`
+	// Moves counts the sampled users by "from → to".
+	Moves map[string]int `json:"moves,omitempty"`
+}
+
+// diffSets evaluates both sets for sample identities in the request req
+// describes, and reports per flag how many would change variant.
+func diffSets(old, next *rules.Set, req *explainRequest, sample int) []flagDiff {
+	keys := map[string]bool{}
+	for _, set := range []*rules.Set{old, next} {
+		for i := range set.Len() {
+			keys[set.Flag(i).Key] = true
+		}
+	}
+	var out []flagDiff
+	evOld, evNext := old.NewEvaluation(), next.NewEvaluation()
+	moves := map[string]map[string]int{}
+	for u := range sample {
+		unit := &unitRequest{explainRequest: req, unit: fmt.Sprintf("diff-sample-%d", u)}
+		evOld.Reset(old, unit)
+		evNext.Reset(next, unit)
+		for key := range keys {
+			a, okA := evOld.Lookup(key)
+			b, okB := evNext.Lookup(key)
+			if okA && okB && a.Variant != b.Variant {
+				if moves[key] == nil {
+					moves[key] = map[string]int{}
+				}
+				moves[key][a.Variant+" → "+b.Variant]++
+			}
+		}
+	}
+	for _, key := range sortedKeys(keys) {
+		_, inOld := old.Index(key)
+		_, inNext := next.Index(key)
+		d := flagDiff{Flag: key, Change: "unchanged", Moves: moves[key]}
+		switch {
+		case !inOld:
+			d.Change = "added"
+		case !inNext:
+			d.Change = "removed"
+		case len(d.Moves) > 0:
+			d.Change = "changed"
+			n := 0
+			for _, c := range d.Moves {
+				n += c
+			}
+			d.Share = 100 * float64(n) / float64(sample)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// unitRequest is a described request with one sampled identity.
+type unitRequest struct {
+	*explainRequest
+	unit string
+}
+
+func (r *unitRequest) Unit() string { return r.unit }
+
+func diffCommand() *cobra.Command {
+	var (
+		opts   requestOptions
+		sample int
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "diff <old file> <new file> [options]",
+		Short: "Prints, for each flag, the share of users whose variant a change of the flags files moves",
+		Long: `Evaluates both versions of the flags for a sample of identities (the
+request options describe what else the requests carry: country, headers…)
+and prints, per flag, how many change variant and from which to which. The
+share is of the sample: ±0.3 % at the default 100,000.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if sample < 1 || sample > 10_000_000 {
+				return errors.New("--sample: give 1 to 10,000,000 identities")
+			}
+			old, err := loadFiles(args[:1])
+			if err != nil {
+				return err
+			}
+			next, err := loadFiles(args[1:])
+			if err != nil {
+				return err
+			}
+			req, note, err := opts.request()
+			if err != nil {
+				return err
+			}
+			if note != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), note)
+			}
+			out := diffSets(old, next, req, sample)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "FLAG\tCHANGE\tUSERS CHANGING (of %d)\tMOVES\n", sample)
+			for _, d := range out {
+				share, moves := "-", "-"
+				if d.Change == "changed" || d.Change == "unchanged" {
+					share = fmt.Sprintf("%.2f %%", d.Share)
+				}
+				if len(d.Moves) > 0 {
+					var parts []string
+					for _, m := range sortedKeys(d.Moves) {
+						parts = append(parts, fmt.Sprintf("%s %.2f %%", m, 100*float64(d.Moves[m])/float64(sample)))
+					}
+					moves = strings.Join(parts, ", ")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.Flag, d.Change, share, moves)
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	opts.register(f, false)
+	f.IntVar(&sample, "sample", 100_000, "how many identities to sample")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -179,6 +358,7 @@ func bucketCommand() *cobra.Command {
 func signOverrideCommand() *cobra.Command {
 	var secret string
 	var ttl time.Duration
+	var files []string
 	cmd := &cobra.Command{
 		Use:   "sign-override [--secret <secret>] [--ttl <duration>] <flag>=<variant>...",
 		Short: "Prints a signed Feature-Override header (and cookie) value for QA",
@@ -198,6 +378,12 @@ func signOverrideCommand() *cobra.Command {
 				}
 				pairs[k] = v
 			}
+			if err := checkOverridePairs(files, pairs); err != nil {
+				return err
+			}
+			if len(files) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "note: the flags and variants are not checked: give --flags <file> to check them")
+			}
 			exp := time.Now().Add(ttl)
 			value, err := SignOverride([]byte(secret), pairs, exp)
 			if err != nil {
@@ -211,6 +397,35 @@ func signOverrideCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&secret, "secret", "", "the override_secret (default: $FF_OVERRIDE_SECRET)")
+	cmd.Flags().StringArrayVar(&files, "flags", nil, "a flags file to check the flags and variants against (repeatable)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the override is honoured (at most 720h, 30 days)")
 	return cmd
+}
+
+// checkOverridePairs refuses, when flags files are given, an override of a
+// flag they do not define or to a variant the flag does not have: the
+// edge would ignore it.
+func checkOverridePairs(files []string, pairs map[string]string) error {
+	if len(files) == 0 {
+		return nil
+	}
+	set, err := loadFiles(files)
+	if err != nil {
+		return err
+	}
+	var problems []string
+	for _, k := range sortedKeys(pairs) {
+		i, ok := set.Index(k)
+		if !ok {
+			problems = append(problems, fmt.Sprintf("no flag %q in %s", k, strings.Join(files, ", ")))
+			continue
+		}
+		if variants := set.Flag(i).Variants; !slices.Contains(variants, pairs[k]) {
+			problems = append(problems, fmt.Sprintf("flag %s has no variant %q: its variants are %s", k, pairs[k], strings.Join(variants, ", ")))
+		}
+	}
+	if problems != nil {
+		return errors.New(strings.Join(problems, "\n"))
+	}
+	return nil
 }

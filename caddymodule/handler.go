@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -103,8 +104,11 @@ func (h *Handler) Validate() error {
 // appFrom returns the feature_flags app, or an error saying how to add it.
 func appFrom(ctx caddy.Context, who string) (*App, error) {
 	v, err := ctx.AppIfConfigured("feature_flags")
+	if errors.Is(err, caddy.ErrNotConfigured) {
+		return nil, fmt.Errorf("%s needs the feature_flags app: add a feature_flags global block, e.g. { feature_flags { flags_file flags.yaml } }", who)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s needs the feature_flags app: add a feature_flags global block, e.g. { feature_flags { flags_file flags.yaml } } (%v)", who, err)
+		return nil, fmt.Errorf("%v (the feature_flags app, which %s needs, did not load)", err, who)
 	}
 	return v.(*App), nil
 }

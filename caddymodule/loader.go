@@ -184,7 +184,7 @@ func (l *loader) load() error {
 	}
 	base, err := l.parse()
 	if err != nil {
-		return fmt.Errorf("feature_flags: the flags are invalid:\n%w", err)
+		return fmt.Errorf("feature_flags: the flags are invalid (check them with caddy flags validate): %s", oneLine(err))
 	}
 	for _, doc := range base.docs {
 		if definesNothing(doc) {
@@ -193,7 +193,7 @@ func (l *loader) load() error {
 	}
 	b := l.build(base, l.layer.snapshot())
 	if err := l.app.checkSet(b.set); err != nil {
-		return fmt.Errorf("feature_flags: %w", err)
+		return fmt.Errorf("feature_flags: %s", oneLine(err))
 	}
 	l.base = base
 	l.adopt(b)
@@ -414,6 +414,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
+// warnPinned logs every flag whose enabled field the files change while
+// the runtime layer pins it: the file's change does not apply, and the
+// operator editing the file should hear why. The caller holds l.mu.
+func (l *loader) warnPinned(next parsed) {
+	for key, e := range l.layer.snapshot() {
+		if e.Enabled == nil || e.Flag != nil {
+			continue
+		}
+		before, after := enabledOf(l.fileFlag(key)), enabledOf(findFlag(next.docs, key))
+		if before != after && after != *e.Enabled {
+			l.logger.Warn("the files change a flag's enabled field, but the runtime layer pins it: the pin serves; drop it with enable or DELETE /feature-flags/flags/"+key+"/runtime",
+				zap.String("flag", key), zap.Bool("file_enabled", after), zap.Bool("runtime_enabled", *e.Enabled),
+				zap.String("pinned_by", e.Actor), zap.Time("pinned_at", e.At))
+		}
+	}
+}
+
 // adopt records what a build left out of the runtime layer, auditing every
 // entry newly set aside and every one that fits again.
 func (l *loader) adopt(b built) {
@@ -474,6 +491,7 @@ func (l *loader) reload(what string) (bool, error) {
 			zap.String("source", what), zap.String("serving", l.app.set.Load().Version), zap.Error(err))
 		return false, err
 	}
+	l.warnPinned(base)
 	l.base, l.lastErr = base, nil
 	l.adopt(b)
 	metricReloads.WithLabelValues("ok").Inc()
@@ -561,6 +579,18 @@ func (l *loader) checkFiles() {
 		sort.Strings(changed)
 		l.reload(strings.Join(changed, ", "))
 	}
+}
+
+// oneLine writes a config-load error so that it reads well where Caddy
+// shows it: inside JSON (its logs, the admin API), and inside JSON again
+// (caddy reload logs the admin API's answer). Line breaks would become
+// \n and quotes \\\", so errors go on one line, and quotes are single.
+func oneLine(err error) string {
+	msg := strings.NewReplacer("\n", " | ", `"`, "'").Replace(err.Error())
+	if es := (rules.Errors)(nil); errors.As(err, &es) && len(es) > 1 {
+		return fmt.Sprintf("%d errors: %s", es.Count(), msg)
+	}
+	return msg
 }
 
 func sameStat(a, b os.FileInfo) bool {

@@ -273,7 +273,12 @@ type runtimeDiff struct {
 // fileFlag returns the sources' definition of key, or nil; the caller
 // holds l.mu or reads a base that no longer changes.
 func (l *loader) fileFlag(key string) *rules.Flag {
-	for _, d := range l.base.docs {
+	return findFlag(l.base.docs, key)
+}
+
+// findFlag returns the definition of key in docs, or nil.
+func findFlag(docs []*rules.Document, key string) *rules.Flag {
+	for _, d := range docs {
 		for _, f := range d.Flags {
 			if f.Key == key {
 				return f

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"strings"
 
@@ -37,9 +38,15 @@ func init() {
 // The context's targetingKey is the identity; without one, the request's
 // own identity (cookie, or a logged-in user) is used, and a visitor without
 // a cookie gets one. The country always comes from the request, never from
-// the body; context keys named like attributes (header.X, cookie.x,
-// query.x, path, host, method, user_agent) supply those attributes. A flag
-// whose variants are exactly off and on has a boolean value.
+// the body; context keys named like attributes (header.X — any case —,
+// cookie.x, query.x, path, host, method, user_agent) supply those
+// attributes. A flag whose variants are exactly off and on has a boolean
+// value.
+//
+// Reasons are OpenFeature's: a killed flag is STATIC (everyone gets its
+// off variant; OpenFeature SDKs answer DISABLED with the caller's code
+// default instead), a crawler's is DEFAULT and a QA override's
+// TARGETING_MATCH; edgeflags' own reason is then in metadata.reason.
 type OFREPHandler struct {
 	// CookieName overrides the global identity cookie name for this site.
 	CookieName string `json:"cookie_name,omitempty"`
@@ -99,8 +106,8 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	rest := r.URL.Path[i+len(ofrepPath):]
 	bulk := rest == "" || rest == "/"
 	key := strings.TrimPrefix(rest, "/")
-	if !bulk && (strings.Contains(key, "/") || key == "") {
-		return next.ServeHTTP(w, r)
+	if !bulk && !strings.HasPrefix(rest, "/") {
+		return next.ServeHTTP(w, r) // …/evaluate/flagsX: not ours
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -120,8 +127,12 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 		s = newState(app, r, firstNonEmpty(o.CookieName, app.cookie.name))
 		stripSpoofed(r, app.prefixFold, nil)
 	}
-	if id := s.mintCookie(w, firstNonEmpty(o.CookieName, app.cookie.name), firstNonEmpty(o.CookieDomain, app.cookie.domain)); id != "" {
-		s.cookieID = id
+	if _, given := context["targetingKey"]; !given {
+		// The request's own identity is the unit: a first visit gets one.
+		// With a targetingKey, nothing is stored on the device.
+		if id := s.mintCookie(w, firstNonEmpty(o.CookieName, app.cookie.name), firstNonEmpty(o.CookieDomain, app.cookie.domain)); id != "" {
+			s.cookieID = id
+		}
 	}
 	req := &ofrepRequest{requestState: s, context: context}
 	ev := s.set.NewEvaluation()
@@ -133,11 +144,17 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 			return writeStatusJSON(w, http.StatusNotFound, ofrepResult{Key: key, ErrorCode: "FLAG_NOT_FOUND",
 				ErrorDetails: fmt.Sprintf("flag %q does not exist or is not served to clients (client: true)", key)})
 		}
-		return writeStatusJSON(w, http.StatusOK, ofrepSuccess(s.set, ev, idx))
+		res := ofrepSuccess(s.set, ev, idx)
+		res.Metadata["version"] = s.set.Version
+		return writeStatusJSON(w, http.StatusOK, res)
 	}
+	// The flag set's version is the response's, not each flag's: an
+	// OpenFeature web provider compares flags one by one, and a version
+	// in each would make every change look like a change of every flag.
 	out := struct {
-		Flags []ofrepResult `json:"flags"`
-	}{Flags: []ofrepResult{}}
+		Flags    []ofrepResult  `json:"flags"`
+		Metadata map[string]any `json:"metadata"`
+	}{Flags: []ofrepResult{}, Metadata: map[string]any{"version": s.set.Version}}
 	for idx := range s.set.Len() {
 		if s.set.Flag(idx).Client {
 			out.Flags = append(out.Flags, ofrepSuccess(s.set, ev, idx))
@@ -164,11 +181,29 @@ func ofrepSuccess(set *rules.Set, ev *rules.Evaluation, idx int) ofrepResult {
 	if len(f.Variants) == 2 && slices.Contains(f.Variants, "off") && slices.Contains(f.Variants, "on") {
 		value = res.Variant == "on"
 	}
-	meta := map[string]any{"version": set.Version}
+	meta := map[string]any{}
 	if res.Bucket >= 0 {
-		meta["bucket"] = res.Bucket // the identity's bucket for this flag (DESIGN.md §2), for debugging splits
+		meta["bucket"] = res.Bucket // the identity's bucket for this flag (the hashing contract), for debugging splits
 	}
-	return ofrepResult{Key: f.Key, Reason: res.Reason.String(), Variant: res.Variant, Value: value, Metadata: meta}
+	reason := ofrepReasons[res.Reason]
+	if reason == "" {
+		reason = res.Reason.String()
+	} else {
+		meta["reason"] = res.Reason.String()
+	}
+	return ofrepResult{Key: f.Key, Reason: reason, Variant: res.Variant, Value: value, Metadata: meta}
+}
+
+// ofrepReasons maps the reasons OpenFeature has no word for, or gives
+// another meaning: its SDKs answer DISABLED with the caller's code default,
+// while a killed flag serves its off variant to everyone — a STATIC value.
+// A crawler gets the flag's default (DEFAULT); a QA override targets this
+// request (TARGETING_MATCH). STATIC, TARGETING_MATCH, SPLIT and DEFAULT are
+// OpenFeature's own and pass as they are.
+var ofrepReasons = map[rules.Reason]string{
+	rules.ReasonDisabled: "STATIC",
+	rules.ReasonBot:      "DEFAULT",
+	rules.ReasonOverride: "TARGETING_MATCH",
 }
 
 // readOFREPContext reads {"context": {…}}; an empty body is an empty context.
@@ -194,8 +229,19 @@ func readOFREPContext(r *http.Request) (map[string]any, string, string) {
 		return nil, "INVALID_CONTEXT", "context must be a JSON object"
 	}
 	if tk, ok := ctx["targetingKey"]; ok {
-		if s, isStr := tk.(string); !isStr || s == "" {
-			return nil, "INVALID_CONTEXT", "targetingKey must be a non-empty string"
+		s, isStr := tk.(string)
+		switch {
+		case !isStr:
+			return nil, "INVALID_CONTEXT", "targetingKey must be a string"
+		case s == "":
+			return nil, "TARGETING_KEY_MISSING", "targetingKey is empty: give the user's identity, or leave it out to use the request's own"
+		}
+	}
+	// Header names are case-insensitive: header.x-plan is header.X-Plan.
+	for k, v := range ctx {
+		if name, ok := strings.CutPrefix(k, "header."); ok {
+			delete(ctx, k)
+			ctx["header."+textproto.CanonicalMIMEHeaderKey(name)] = v
 		}
 	}
 	return ctx, "", ""

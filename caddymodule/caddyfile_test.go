@@ -116,4 +116,8 @@ func TestValidateRefusesBrokenConfigs(t *testing.T) {
 	if err := validate(global("flags_file "+good+"\n\t\tgeoip "+demoGeoIP) + ":0 {\n\tfeature_flags\n\t@m feature dark-mode dark\n\trespond @m 200\n}"); err != nil {
 		t.Errorf("a good config: %v", err)
 	}
+	// A real free database with minimal metadata starts the edge.
+	if err := validate(global("flags_file "+good+"\n\t\tgeoip ../testdata/geoip/real/iptoasn-country-ipv4.mmdb") + ":0 {\n\tfeature_flags\n}"); err != nil {
+		t.Errorf("the real free database: %v", err)
+	}
 }

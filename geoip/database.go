@@ -114,11 +114,17 @@ func OpenBytes(name string, data []byte) (db *Database, err error) {
 	if err != nil {
 		return fail("not a MaxMind DB file (or a corrupt one): %v", err)
 	}
-	if err := reader.Verify(); err != nil {
-		return fail("corrupt file (it may be truncated or still being written): %v", err)
+	// Not reader.Verify: it also holds the metadata to niceties that the
+	// format's readers do not need and real databases skip (an empty
+	// description, say), and an edge that refuses a good database at
+	// start-up is down. What lookups rely on is checked instead: the
+	// format and layout (checkMetadata), every node and pointer of the
+	// search tree (checkTree), and every record, as flatten decodes it.
+	if err := checkMetadata(reader.Metadata); err != nil {
+		return fail("%v", err)
 	}
 	if err := checkTree(data, reader.Metadata); err != nil {
-		return fail("%v", err)
+		return fail("corrupt file (it may be truncated or still being written): %v", err)
 	}
 	schema, err := detectSchema(reader)
 	if err != nil {
@@ -152,7 +158,11 @@ func (db *Database) flatten(reader *maxminddb.Reader) error {
 		}
 		li, ok := decoded[res.Offset()]
 		if !ok {
-			li = db.intern(db.decode(res))
+			loc, err := db.decode(res)
+			if err != nil {
+				return fmt.Errorf("corrupt file (it may be truncated or still being written): the record of %s: %v", res.Prefix(), err)
+			}
+			li = db.intern(loc)
 			decoded[res.Offset()] = li
 		}
 		p := res.Prefix()
@@ -242,21 +252,27 @@ type flatRecord struct {
 	CountryCode string `maxminddb:"country_code"`
 }
 
-// decode reads the Location from a record of the database's schema.
-func (db *Database) decode(res maxminddb.Result) Location {
+// decode reads the Location from a record of the database's schema. A
+// record that decodes but does not have the schema's shape (a number
+// where the country code belongs, say) is Unknown; one that does not
+// decode at all is an error: the file is corrupt.
+func (db *Database) decode(res maxminddb.Result) (Location, error) {
 	loc := Unknown
 	switch db.Schema {
 	case SchemaFlat:
 		var rec flatRecord
-		if res.Decode(&rec) != nil || !validCode(rec.CountryCode) {
-			return Unknown
+		if err := res.Decode(&rec); err != nil {
+			return Unknown, decodable(res, err)
+		}
+		if !validCode(rec.CountryCode) {
+			return Unknown, nil
 		}
 		loc.Country = rec.CountryCode
 		loc.Continent, loc.EU = continentOf(rec.CountryCode)
 	default:
 		var rec maxmindRecord
-		if res.Decode(&rec) != nil {
-			return Unknown
+		if err := res.Decode(&rec); err != nil {
+			return Unknown, decodable(res, err)
 		}
 		// country is where the user is; registered_country (where the
 		// block is registered) serves only when country is absent.
@@ -272,7 +288,33 @@ func (db *Database) decode(res maxminddb.Result) Location {
 			loc.Continent, _ = continentOf(loc.Country)
 		}
 	}
-	return loc
+	return loc, nil
+}
+
+// decodable tells a record of another shape (nil: it is Unknown) from one
+// that cannot be decoded at all (the error).
+func decodable(res maxminddb.Result, err error) error {
+	var v any
+	if res.Decode(&v) == nil {
+		return nil
+	}
+	return err
+}
+
+// checkMetadata checks what reading the file depends on: the format's
+// major version and the search tree's layout.
+func checkMetadata(md maxminddb.Metadata) error {
+	switch {
+	case md.BinaryFormatMajorVersion != 2:
+		return fmt.Errorf("binary format version %d.%d: only MaxMind DB format 2 is read", md.BinaryFormatMajorVersion, md.BinaryFormatMinorVersion)
+	case md.IPVersion != 4 && md.IPVersion != 6:
+		return fmt.Errorf("corrupt metadata: ip_version %d, want 4 or 6", md.IPVersion)
+	case md.RecordSize != 24 && md.RecordSize != 28 && md.RecordSize != 32:
+		return fmt.Errorf("corrupt metadata: record_size %d, want 24, 28 or 32", md.RecordSize)
+	case md.NodeCount == 0:
+		return errors.New("the database holds no networks (node_count 0)")
+	}
+	return nil
 }
 
 // validCode reports whether s looks like a two-letter upper-case code.

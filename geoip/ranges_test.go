@@ -61,7 +61,10 @@ func TestFlattenedLookupMatchesTheTree(t *testing.T) {
 			}
 			want := Unknown
 			if res := tree.Lookup(ip); res.Found() {
-				want = db.decode(res)
+				var err error
+				if want, err = db.decode(res); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if got := db.Lookup(ip); got != want {
 				t.Fatalf("%s: %s: ranges say %+v, the tree %+v", filepath.Base(path), ip, got, want)

@@ -49,19 +49,34 @@ func WriteIPv4(path string, schema Schema, networks []Network) error {
 	return write(path, schema, networks, 4)
 }
 
+// Metadata are a database's metadata, for WriteWith.
+type Metadata struct {
+	DatabaseType string
+	Description  map[string]string // may be empty, as in the ip-location-db files
+	Languages    []string
+	IPVersion    int // 4 or 6
+	RecordSize   int // 24, 28 or 32
+}
+
 func write(path string, schema Schema, networks []Network, ipVersion int) error {
-	dbType := "GeoLite2-Country"
+	md := Metadata{DatabaseType: "GeoLite2-Country", Description: map[string]string{"en": "edgeflags test database"},
+		Languages: []string{"en"}, IPVersion: ipVersion, RecordSize: 24}
 	if schema == Flat {
-		dbType = "ip-location-db-country"
+		md.DatabaseType = "ip-location-db-country"
 	}
+	return WriteWith(path, schema, networks, md)
+}
+
+// WriteWith writes networks with the given metadata, as Write does.
+func WriteWith(path string, schema Schema, networks []Network, md Metadata) error {
 	tree, err := mmdbwriter.New(mmdbwriter.Options{
-		DatabaseType:            dbType,
-		Description:             map[string]string{"en": "edgeflags test database"},
-		Languages:               []string{"en"},
-		RecordSize:              24,
+		DatabaseType:            md.DatabaseType,
+		Description:             md.Description,
+		Languages:               md.Languages,
+		RecordSize:              md.RecordSize,
 		IncludeReservedNetworks: true, // tests put private ranges in too
 		BuildEpoch:              1_700_000_000,
-		IPVersion:               ipVersion,
+		IPVersion:               md.IPVersion,
 	})
 	if err != nil {
 		return err

@@ -129,6 +129,7 @@ type flagSummary struct {
 	Owner       string        `json:"owner,omitempty"`
 	Ticket      string        `json:"ticket,omitempty"`
 	Runtime     *runtimeEntry `json:"runtime,omitempty"`
+	SampleRatio []sampleRatio `json:"sample_ratio,omitempty"`
 }
 
 type overview struct {
@@ -141,6 +142,7 @@ type overview struct {
 	RuntimeSetAside map[string]string `json:"runtime_set_aside,omitempty"`
 	RuntimeDiffers  []runtimeDiff     `json:"runtime_differs,omitempty"`
 	RecentChanges   []Change          `json:"recent_changes"`
+	Exposures       *exposureStatus   `json:"exposures,omitempty"`
 }
 
 func (a *App) overview() overview {
@@ -157,7 +159,9 @@ func (a *App) overview() overview {
 		if e, ok := entries[f.Key]; ok {
 			o.Flags[i].Runtime = &e
 		}
+		o.Flags[i].SampleRatio = a.exposures.sampleRatios(set, i)
 	}
+	o.Exposures = a.exposures.status()
 	return o
 }
 
@@ -168,10 +172,11 @@ func (a *App) serveFlag(w http.ResponseWriter, key string) error {
 		return apiError(http.StatusNotFound, "no flag %q", key)
 	}
 	out := struct {
-		Key        string        `json:"key"`
-		Definition *rules.Flag   `json:"definition"`
-		Runtime    *runtimeEntry `json:"runtime,omitempty"`
-	}{Key: key, Definition: set.Flag(i)}
+		Key         string        `json:"key"`
+		Definition  *rules.Flag   `json:"definition"`
+		Runtime     *runtimeEntry `json:"runtime,omitempty"`
+		SampleRatio []sampleRatio `json:"sample_ratio,omitempty"`
+	}{Key: key, Definition: set.Flag(i), SampleRatio: a.exposures.sampleRatios(set, i)}
 	if e, ok := a.loader.layer.snapshot()[key]; ok {
 		out.Runtime = &e
 	}

@@ -135,6 +135,7 @@ type App struct {
 	overrides       overrideSettings
 	bots            *botMatcher
 	exposures       *exposureSettings
+	stopChecks      chan struct{} // stops the sample ratio checks
 	counters        atomic.Pointer[evalCounters]
 	headerUse       atomic.Uint32 // usePerFlagHeaders | useDictionary, by this config's handlers
 	headerPrefixLen atomic.Int32  // the longest per-flag header prefix in use
@@ -322,6 +323,10 @@ var active atomic.Pointer[App]
 // Start watches the flag sources and makes the app the admin API's.
 func (a *App) Start() error {
 	a.loader.start()
+	if a.exposures != nil && a.exposures.mem != nil {
+		a.stopChecks = make(chan struct{})
+		go a.exposures.watchSampleRatios(a.set.Load, a.stopChecks)
+	}
 	active.Store(a)
 	a.logStart()
 	a.warnLooseProxies()
@@ -375,11 +380,17 @@ func (a *App) warnLooseProxies() {
 func (a *App) Stop() error {
 	active.CompareAndSwap(a, nil)
 	a.loader.close()
+	if a.stopChecks != nil {
+		close(a.stopChecks)
+	}
 	return nil
 }
 
-// Cleanup releases the shared GeoIP reader.
+// Cleanup releases the shared GeoIP reader and exposure memory.
 func (a *App) Cleanup() error {
+	if a.exposures != nil {
+		a.exposures.release()
+	}
 	if a.geo != nil {
 		_, err := geoPool.Delete(geoKey(a.GeoIP, time.Duration(a.GeoIPCheckInterval)))
 		return err

@@ -2,13 +2,18 @@ package caddymodule
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/edgeflags/edgeflags/geoip/geoiptest"
 )
@@ -88,6 +93,74 @@ func benchmarkHandler(b *testing.B, headers string) {
 	h.ServeHTTP(w, r, noop)
 	if r.Header.Get("X-Features") == "" || (headers == "all") != (r.Header.Get("X-Feature-Flag-01") == "on") || w.Header().Get("Set-Cookie") != "" {
 		b.Fatalf("unexpected result: %v / %v", r.Header, w.Header())
+	}
+}
+
+// BenchmarkHandlerExposures is the handler with exposure records on and
+// deduplicated, over a million distinct users (the records go to a JSON
+// encoder that discards them). returning: 100,000 users, seen before, so
+// requests write nothing; new: every request a user not seen in the window,
+// so each writes 20 records. MiB-held is the exposure memory after all the
+// users: at most 32 MiB (the default bound) whatever their number.
+func BenchmarkHandlerExposures(b *testing.B) {
+	for _, users := range []struct {
+		name string
+		n    int
+	}{{"returning", 100_000}, {"new", 1_000_000}} {
+		b.Run(users.name, func(b *testing.B) {
+			app := benchApp(b)
+			x, err := newExposureSettings(&Exposures{}, "a-benchmark-exposure-key", zap.New(zapcore.NewCore(
+				zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(x.release)
+			app.exposures = x
+			h := &Handler{Headers: "all"}
+			h.app = app
+			h.cookieName, h.prefix, h.prefixFold = app.cookie.name, app.HeaderPrefix, foldHeader(app.HeaderPrefix)
+			ids := make([]string, users.n)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("bench-user-%07d-xxxxxx", i)
+			}
+			serve := func(i int, r *http.Request, w http.ResponseWriter) {
+				r.Header.Set("Cookie", "ff_uid="+ids[i%len(ids)])
+				if err := h.ServeHTTP(w, r, noop); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if users.name == "returning" {
+				for i := range ids {
+					r, w := newBenchRequest()
+					serve(i, r, w)
+				}
+			}
+			const batch = 64
+			reqs := make([]*http.Request, batch)
+			ws := make([]http.ResponseWriter, batch)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%batch == 0 {
+					b.StopTimer()
+					for j := range reqs {
+						reqs[j], ws[j] = newBenchRequest()
+						reqs[j].Header.Set("Cookie", "ff_uid="+ids[(i+j)%len(ids)])
+					}
+					b.StartTimer()
+				}
+				if err := h.ServeHTTP(ws[i%batch], reqs[i%batch], noop); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			for i := range ids {
+				r, w := newBenchRequest()
+				serve(i, r, w)
+			}
+			b.ReportMetric(float64(x.mem.seen.Allocated())/(1<<20), "MiB-held")
+			b.ReportMetric(float64(x.mem.seen.Len(x.mem.seen.Epoch(time.Now()))), "entries")
+		})
 	}
 }
 

@@ -55,6 +55,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			exposures {
 //				key    <secret>                    # HMAC key for the identity ({env.*} allowed)
 //				sample [<flag>] <percent>          # default 100; per flag when a key is given
+//				window <duration>                  # once per user, flag and variant per window; default 24h (UTC days)
+//				max_entries <n>                    # memory bound, 8 bytes an entry at 3/4 full; default 3000000
+//				every_request                      # a record per request instead (no dedupe, no sample ratio check)
 //			}
 //		}
 //	}
@@ -207,8 +210,29 @@ func parseExposures(d *caddyfile.Dispenser) (*Exposures, error) {
 			} else {
 				x.Sample = pct
 			}
+		case "window":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return nil, err
+			}
+			x.Window = dur
+		case "max_entries":
+			var n string
+			if !d.AllArgs(&n) {
+				return nil, d.ArgErr()
+			}
+			v, err := strconv.Atoi(strings.ReplaceAll(n, "_", ""))
+			if err != nil || v <= 0 {
+				return nil, d.Errf("max_entries %q: give a positive number of entries, e.g. 3000000", n)
+			}
+			x.MaxEntries = v
+		case "every_request":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			x.EveryRequest = true
 		default:
-			return nil, d.Errf("unknown exposures option %q: options are key, sample", d.Val())
+			return nil, d.Errf("unknown exposures option %q: options are key, sample, window, max_entries, every_request", d.Val())
 		}
 	}
 	return x, nil

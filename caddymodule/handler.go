@@ -125,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if id := s.mintCookie(w, h.cookieName, h.cookieDomain); id != "" && fresh {
 		// Bucket this very request by the new id, not only the next one.
 		// (After a matcher evaluated, its answer stands.)
-		s.cookieID = id
+		s.cookieID, s.minted = id, true
 	}
 	s.evaluate()
 	h.addHeaders(r, s, names, reusable)

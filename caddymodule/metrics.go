@@ -42,6 +42,14 @@ var (
 		Namespace: "caddy", Subsystem: "feature_flags", Name: "runtime_set_aside",
 		Help: "Runtime layer entries set aside because they no longer fit the flags.",
 	})
+	metricSampleRatio = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "feature_flags", Name: "sample_ratio_p_value",
+		Help: "P-value of the sample ratio mismatch test of a split (users first exposed per variant in the window against the weights); below 0.001 the split is broken.",
+	}, []string{"flag", "rule"})
+	metricExposureResets = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "feature_flags", Name: "exposure_resets_total",
+		Help: "Times a part of the exposure memory was full and started over (its users are recorded again): raise max_entries.",
+	})
 )
 
 // The GeoIP counters, resolved once: a lookup counts without a label lookup.
@@ -102,7 +110,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges, metricRuntimeSetAside} {
+	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges, metricRuntimeSetAside, metricSampleRatio, metricExposureResets} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -33,6 +33,7 @@ type requestState struct {
 	vars       map[string]any // Caddy's request variables
 	cookieName string         // the identity cookie's name, as whoever evaluated first read it
 	cookieID   string         // the identity cookie, read or just minted; "" when none
+	minted     bool           // cookieID was minted for this request
 	unit       string
 	user       string
 	unitRead   bool

@@ -52,8 +52,12 @@ type OFREPHandler struct {
 	CookieName string `json:"cookie_name,omitempty"`
 	// CookieDomain overrides the global identity cookie domain for this site.
 	CookieDomain string `json:"cookie_domain,omitempty"`
+	// CORS lets web apps on other origins call this endpoint. Off by
+	// default: only same-origin pages can.
+	CORS *OFREPCORS `json:"cors,omitempty"`
 
-	app *App
+	app  *App
+	cors *cors
 }
 
 // CaddyModule returns the Caddy module information.
@@ -72,6 +76,11 @@ func (o *OFREPHandler) Provision(ctx caddy.Context) error {
 	}
 	o.app = app
 	app.addCookieSite(ctx, firstNonEmpty(o.CookieName, app.cookie.name))
+	if o.CORS != nil {
+		if o.cors, err = newCORS(o.CORS); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -80,9 +89,54 @@ func (o *OFREPHandler) Provision(ctx caddy.Context) error {
 //	feature_flags_ofrep {
 //		cookie_name   <name>
 //		cookie_domain <domain>
+//		cors          <origin>... | *    # web apps on these origins may call
+//		cors_credentials                 # and send the identity cookie
+//		cors_headers  <header>...        # besides Content-Type, If-None-Match, Authorization
+//		cors_max_age  <duration>         # of a preflight in the browser; default 10m
 //	}
 func (o *OFREPHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	return parseStringOptions(d, []string{"cookie_name", "cookie_domain"}, []*string{&o.CookieName, &o.CookieDomain})
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	corsConfig := func() *OFREPCORS {
+		if o.CORS == nil {
+			o.CORS = &OFREPCORS{}
+		}
+		return o.CORS
+	}
+	for d.NextBlock(0) {
+		switch opt := d.Val(); opt {
+		case "cookie_name", "cookie_domain":
+			dst := map[string]*string{"cookie_name": &o.CookieName, "cookie_domain": &o.CookieDomain}[opt]
+			if !d.AllArgs(dst) {
+				return d.ArgErr()
+			}
+		case "cors":
+			c := corsConfig()
+			c.Origins = append(c.Origins, d.RemainingArgs()...)
+			if len(c.Origins) == 0 {
+				return d.Errf("cors takes the origins allowed, e.g. cors https://app.example.com (or * for any)")
+			}
+		case "cors_credentials":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			corsConfig().Credentials = true
+		case "cors_headers":
+			c := corsConfig()
+			c.Headers = append(c.Headers, d.RemainingArgs()...)
+		case "cors_max_age":
+			dur, err := parseDurationArg(d)
+			if err != nil {
+				return err
+			}
+			corsConfig().MaxAge = dur
+		default:
+			return d.Errf("unknown feature_flags_ofrep option %q: options are cookie_name, cookie_domain, cors, cors_credentials, cors_headers, cors_max_age", opt)
+		}
+	}
+	return nil
 }
 
 const ofrepPath = "/ofrep/v1/evaluate/flags"
@@ -108,6 +162,11 @@ func (o *OFREPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next ca
 	key := strings.TrimPrefix(rest, "/")
 	if !bulk && !strings.HasPrefix(rest, "/") {
 		return next.ServeHTTP(w, r) // …/evaluate/flagsX: not ours
+	}
+	if o.cors != nil {
+		if answered, err := o.cors.handle(w, r); answered {
+			return err
+		}
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)

@@ -1,10 +1,12 @@
 // Command bench measures what edgeflags adds to Caddy's reverse proxy, on
 // loopback with wrk, against stock Caddy doing the same job by hand and
-// against nginx (split_clients + geoip2). The primary figure is the CPU
-// time each edge process spends per request, in interleaved rounds; see
-// docs/PERFORMANCE.md for the method and a run.
+// against nginx (split_clients + geoip2). The figure is the ratio of the
+// CPU time two edges spend per request, both loaded at the same time, each
+// with one CPU of its own (GOMAXPROCS=1, one nginx worker) and swapping
+// CPUs every round; an A/A pair of identical edges shows what the method
+// can resolve. See docs/PERFORMANCE.md for the method and a run.
 //
-//	go run ./bench                       # 9 rounds of 5 s per edge (about 6 minutes)
+//	go run ./bench                       # 9 rounds of 5 s per pair (about 5 minutes)
 //	go run ./bench -rounds 3 -duration 2s
 //	go run ./bench -go                   # also the Go benchmarks, summarized
 //
@@ -24,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +42,7 @@ var (
 	duration    = flag.Duration("duration", 5*time.Second, "wrk duration per edge per round")
 	connections = flag.Int("connections", 32, "wrk connections")
 	runGo       = flag.Bool("go", false, "also run the Go benchmarks of the engine, GeoIP and the handler")
-	pin         = flag.Bool("pin", true, "pin each edge to the last CPU and wrk and the backends to the others (needs taskset and 2+ CPUs)")
+	pin         = flag.Bool("pin", true, "pin the two edges of a pair to CPUs of their own, swapping every round (needs taskset and 2+ CPUs)")
 	outDir      = flag.String("out", "bench/out", "where binaries, configs and results go")
 )
 
@@ -85,7 +88,7 @@ func main() {
 	ports := freePorts(9)
 	b1, b2 := ports[0], ports[1]
 	data := map[string]any{"Run": run, "B1": b1, "B2": b2, "Flags": flagKeys(), "Geo": geo}
-	edgeCPU, loadCPUs = cpuSets()
+	cpus = cpuPair()
 	backends := startCmd(run, "backends", caddy, "run", "--config", writeTemplate(run, "backends.caddyfile", backendsCaddyfile, data), "--adapter", "caddyfile")
 	defer stop(backends)
 
@@ -101,6 +104,7 @@ func main() {
 	}
 	edges := []*edge{
 		{name: "caddy-proxy", what: "1. Caddy reverse_proxy alone", start: caddyEdge(plainCaddyfile)},
+		{name: "caddy-proxy-twin", what: "1'. the same, a second process (the A/A pair)", start: caddyEdge(plainCaddyfile)},
 		{name: "caddy-edgeflags", what: "2. Caddy + feature_flags (per-flag headers + X-Features, GeoIP, matcher)", start: caddyEdge(edgeflagsCaddyfile)},
 		{name: "caddy-edgeflags-dict", what: "2d. the same with headers dictionary (X-Features only)", start: caddyEdge(strings.Replace(edgeflagsCaddyfile, "feature_flags\n", "feature_flags {\n\t\theaders dictionary\n\t}\n", 1))},
 		{name: "caddy-stock", what: "3. stock Caddy by hand (map per flag, request_header per flag, vars matcher)", start: caddyEdge(stockCaddyfile)},
@@ -108,11 +112,7 @@ func main() {
 	if nginxModule := findNginxGeoIP2(); nginxModule != "" {
 		nginxEdge := func(tmpl string) func(e *edge) *exec.Cmd {
 			return func(e *edge) *exec.Cmd {
-				workers := 2 // as many as Caddy's GOMAXPROCS: the CPUs it may use
-				if edgeCPU != "" {
-					workers = 1
-				}
-				d := map[string]any{"Port": e.port, "Module": nginxModule, "Name": e.name, "Workers": workers}
+				d := map[string]any{"Port": e.port, "Module": nginxModule, "Name": e.name, "Workers": 1} // as Caddy's GOMAXPROCS
 				for k, v := range data {
 					d[k] = v
 				}
@@ -135,22 +135,40 @@ func main() {
 		waitPort(p)
 	}
 
-	// Warm up, then interleaved rounds: every edge once per round, the
-	// order rotating so that no edge always follows the same one.
+	// Warm up, then rounds: every pair once per round, both edges loaded
+	// at the same time, each on a CPU of its own, the CPUs swapped every
+	// round so that neither edge always has the same one.
+	byName := map[string]*edge{}
 	for _, e := range edges {
+		byName[e.name] = e
 		measure(e, run, time.Second)
 	}
-	results := map[string][]sample{}
-	for r := range *rounds {
-		for i := range edges {
-			e := edges[(i+r)%len(edges)]
-			s := measure(e, run, *duration)
-			results[e.name] = append(results[e.name], s)
-			log.Printf("round %d/%d %-22s %6.1f µs CPU/req %9.0f req/s p50 %-8s p99 %s", r+1, *rounds, e.name,
-				float64(s.cpuPerReq.Nanoseconds())/1000, s.rps, s.p50, s.p99)
+	var active []pair
+	for _, p := range pairs {
+		if byName[p.a] != nil && byName[p.b] != nil {
+			active = append(active, p)
 		}
 	}
-	report := summarize(edges, results)
+	results := map[string][]sample{}
+	ratios := map[string][]float64{}
+	for r := range *rounds {
+		for _, p := range active {
+			a, b := byName[p.a], byName[p.b]
+			cpuA, cpuB := cpus[r%2], cpus[(r+1)%2]
+			if cpuA != "" {
+				pinTo(a, cpuA)
+				pinTo(b, cpuB)
+			}
+			sa, sb := measurePair(a, b, run, *duration)
+			results[a.name] = append(results[a.name], sa)
+			results[b.name] = append(results[b.name], sb)
+			ratio := float64(sa.cpuPerReq) / float64(sb.cpuPerReq)
+			ratios[p.key()] = append(ratios[p.key()], ratio)
+			log.Printf("round %d/%d %-22s / %-22s %6.1f / %6.1f µs CPU/req = %.3f", r+1, *rounds, a.name, b.name,
+				us(sa.cpuPerReq), us(sb.cpuPerReq), ratio)
+		}
+	}
+	report := summarize(edges, active, results, ratios)
 	fmt.Print(report)
 	check(os.WriteFile(filepath.Join(run, "results.md"), []byte(report), 0o644))
 	log.Printf("results in %s", filepath.Join(run, "results.md"))
@@ -167,13 +185,36 @@ func main() {
 	}
 }
 
+// pair is two edges compared: a's CPU per request over b's.
+type pair struct{ a, b, what, target string }
+
+func (p pair) key() string { return p.a + "/" + p.b }
+
+var pairs = []pair{
+	{"caddy-proxy", "caddy-proxy-twin", "A/A: Caddy's proxy over an identical second one (the method's resolution)", "0.99–1.01"},
+	{"caddy-edgeflags", "caddy-proxy", "2 / 1: edgeflags over Caddy's proxy (same 21 headers sent to both)", "≤ 1.04"},
+	{"caddy-edgeflags-dict", "caddy-proxy", "2d / 1: dictionary-only edgeflags over Caddy's proxy", ""},
+	{"caddy-edgeflags", "caddy-stock", "2 / 3: edgeflags against stock Caddy by hand", "≤ 0.8"},
+	{"nginx-split", "nginx-proxy", "4s / 4: split_clients + geoip2 + headers over nginx's proxy", ""},
+	{"caddy-proxy", "nginx-proxy", "1 / 4: Caddy's proxy against nginx's", ""},
+}
+
+// measurePair loads a and b at the same time, a wrk each, and returns
+// their samples. wrk and the backends float over both CPUs: pinning each
+// wrk beside its edge made identical edges read further apart.
+func measurePair(a, b *edge, run string, d time.Duration) (sample, sample) {
+	done := make(chan sample)
+	go func() { done <- measure(b, run, d) }()
+	sa := measure(a, run, d)
+	return sa, <-done
+}
+
 // measure runs wrk against e and returns the edge's CPU time per request.
 func measure(e *edge, run string, d time.Duration) sample {
 	pids := processTree(e.cmd.Process.Pid)
 	before := cpuTime(pids)
-	bin, args := pinned(loadCPUs, "wrk", "-t2", "-c"+strconv.Itoa(*connections), "-d"+d.String(), "--latency", "-s", filepath.Join(run, "load.lua"),
+	out := sh("wrk", "-t1", "-c"+strconv.Itoa(*connections/2), "-d"+d.String(), "--latency", "-s", filepath.Join(run, "load.lua"),
 		fmt.Sprintf("http://127.0.0.1:%d/", e.port))
-	out := sh(bin, args...)
 	used := cpuTime(pids) - before
 	s := parseWrk(out)
 	if s.requests > 0 {
@@ -257,14 +298,15 @@ func parseLatency(s string) time.Duration {
 
 // summarize reports the medians, and the ratios per round (each edge's
 // rounds are interleaved, so a round's pair shares the machine's state).
-func summarize(edges []*edge, results map[string][]sample) string {
+func summarize(edges []*edge, active []pair, results map[string][]sample, ratios map[string][]float64) string {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	pinning := "not pinned"
-	if edgeCPU != "" {
-		pinning = "edge pinned to CPU " + edgeCPU + ", wrk and backends to CPUs " + loadCPUs
+	if cpus[0] != "" {
+		pinning = "the two edges of a pair on CPUs " + cpus[0] + " and " + cpus[1] + ", swapped every round"
 	}
-	fmt.Fprintf(&b, "\n## Results: %d rounds of %s per edge, wrk -t2 -c%d, %s, %d CPUs (%s), %s\n\n", *rounds, *duration, *connections, cpuModel(), nproc(), host, pinning)
+	fmt.Fprintf(&b, "\n## Results: %d rounds of %s per pair, both loaded at once (wrk -t1 -c%d each), GOMAXPROCS=1, %s, %d CPUs (%s), %s\n\n",
+		*rounds, *duration, *connections/2, cpuModel(), nproc(), host, pinning)
 	fmt.Fprintln(&b, "| edge | CPU µs/request (median, min–max) | req/s (median) | p50 | p99 |")
 	fmt.Fprintln(&b, "| --- | --- | --- | --- | --- |")
 	for _, e := range edges {
@@ -276,24 +318,9 @@ func summarize(edges []*edge, results map[string][]sample) string {
 	}
 	fmt.Fprintln(&b, "\n| ratio of CPU per request, per round | median | min–max | target |")
 	fmt.Fprintln(&b, "| --- | --- | --- | --- |")
-	for _, r := range []struct{ a, b, what, target string }{
-		{"caddy-edgeflags", "caddy-proxy", "2 / 1: edgeflags over Caddy's proxy (same 21 headers sent to both)", "≤ 1.05"},
-		{"caddy-edgeflags-dict", "caddy-proxy", "2d / 1: dictionary-only edgeflags over Caddy's proxy", ""},
-		{"caddy-edgeflags", "caddy-edgeflags-dict", "2 / 2d: what per-flag headers cost", ""},
-		{"caddy-edgeflags", "caddy-stock", "2 / 3: edgeflags against stock Caddy by hand", "≤ 0.8"},
-		{"nginx-split", "nginx-proxy", "4s / 4: split_clients + geoip2 + headers over nginx's proxy", ""},
-		{"caddy-proxy", "nginx-proxy", "1 / 4: Caddy's proxy against nginx's", ""},
-	} {
-		sa, sb := results[r.a], results[r.b]
-		if len(sa) == 0 || len(sb) == 0 {
-			continue
-		}
-		var ratios []float64
-		for i := range min(len(sa), len(sb)) {
-			ratios = append(ratios, float64(sa[i].cpuPerReq)/float64(sb[i].cpuPerReq))
-		}
-		sort.Float64s(ratios)
-		fmt.Fprintf(&b, "| %s | %.3f | %.3f–%.3f | %s |\n", r.what, ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1], r.target)
+	for _, p := range active {
+		r := slices.Sorted(slices.Values(ratios[p.key()]))
+		fmt.Fprintf(&b, "| %s | %.3f | %.3f–%.3f | %s |\n", p.what, r[len(r)/2], r[0], r[len(r)-1], p.target)
 	}
 	return b.String()
 }
@@ -551,39 +578,34 @@ func findNginxGeoIP2() string {
 	return ""
 }
 
-// edgeCPU and loadCPUs are taskset CPU lists; "" when not pinning.
-var edgeCPU, loadCPUs string
+// cpus are the two CPUs a pair's edges run on; "" when not pinning.
+var cpus [2]string
 
-// cpuSets pins the edge under test to the last CPU and everything else to
-// the rest: CPU per request then holds steady, because an edge's runtime
-// does not spin or migrate while wrk and the backends compete for its CPU.
-func cpuSets() (edge, load string) {
+// cpuPair picks the last two CPUs, when pinning.
+func cpuPair() [2]string {
 	n := nproc()
 	if _, err := exec.LookPath("taskset"); !*pin || err != nil || n < 2 {
-		return "", ""
+		return [2]string{}
 	}
-	return strconv.Itoa(n - 1), fmt.Sprintf("0-%d", n-2)
+	return [2]string{strconv.Itoa(n - 2), strconv.Itoa(n - 1)}
 }
 
-// pinned runs bin on cpus, when pinning.
-func pinned(cpus, bin string, args ...string) (string, []string) {
-	if cpus == "" {
-		return bin, args
+// pinTo moves every thread of e's processes to cpu.
+func pinTo(e *edge, cpu string) {
+	for _, pid := range processTree(e.cmd.Process.Pid) {
+		sh("taskset", "-a", "-p", "-c", cpu, strconv.Itoa(pid))
 	}
-	return "taskset", append([]string{"-c", cpus, bin}, args...)
 }
 
 func startCmd(dir, name, bin string, args ...string) *exec.Cmd {
-	cpus := edgeCPU
-	if name == "backends" {
-		cpus = loadCPUs
-	}
-	bin, args = pinned(cpus, bin, args...)
 	cmd := exec.Command(bin, args...)
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	check(err)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if name != "backends" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1") // an edge has one CPU
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	check(cmd.Start())
 	return cmd

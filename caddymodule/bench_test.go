@@ -38,6 +38,39 @@ func benchApp(b *testing.B) *App {
 	return app
 }
 
+func benchHandler(app *App, headers string) *Handler {
+	h := &Handler{Headers: headers, app: app}
+	h.cookieName, h.prefix, h.prefixFold = app.cookie.name, app.HeaderPrefix, foldHeader(app.HeaderPrefix)
+	return h
+}
+
+// serveBatches times h on b.N requests, built in batches with the timer
+// stopped so that only the handler is measured; cookie, unless nil, gives
+// request i's identity. It returns with the timer stopped.
+func serveBatches(b *testing.B, h *Handler, cookie func(i int) string) {
+	const batch = 64
+	reqs := make([]*http.Request, batch)
+	ws := make([]http.ResponseWriter, batch)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%batch == 0 {
+			b.StopTimer()
+			for j := range reqs {
+				reqs[j], ws[j] = newBenchRequest()
+				if cookie != nil {
+					reqs[j].Header.Set("Cookie", "ff_uid="+cookie(i+j))
+				}
+			}
+			b.StartTimer()
+		}
+		if err := h.ServeHTTP(ws[i%batch], reqs[i%batch], noop); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+}
+
 // newBenchRequest is a request as Caddy's server hands it to handlers: a
 // replacer, the vars with the client IP, a browser's headers and the cookie.
 func newBenchRequest() (*http.Request, http.ResponseWriter) {
@@ -68,27 +101,8 @@ func BenchmarkHandler(b *testing.B) {
 
 func benchmarkHandler(b *testing.B, headers string) {
 	app := benchApp(b)
-	h := &Handler{Headers: headers}
-	h.app = app
-	h.cookieName, h.prefix, h.prefixFold = app.cookie.name, app.HeaderPrefix, foldHeader(app.HeaderPrefix)
-	const batch = 64
-	reqs := make([]*http.Request, batch)
-	ws := make([]http.ResponseWriter, batch)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if i%batch == 0 {
-			b.StopTimer()
-			for j := range reqs {
-				reqs[j], ws[j] = newBenchRequest()
-			}
-			b.StartTimer()
-		}
-		if err := h.ServeHTTP(ws[i%batch], reqs[i%batch], noop); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.StopTimer()
+	h := benchHandler(app, headers)
+	serveBatches(b, h, nil)
 	r, w := newBenchRequest()
 	h.ServeHTTP(w, r, noop)
 	if r.Header.Get("X-Features") == "" || (headers == "all") != (r.Header.Get("X-Feature-Flag-01") == "on") || w.Header().Get("Set-Cookie") != "" {
@@ -116,9 +130,7 @@ func BenchmarkHandlerExposures(b *testing.B) {
 			}
 			b.Cleanup(x.release)
 			app.exposures = x
-			h := &Handler{Headers: "all"}
-			h.app = app
-			h.cookieName, h.prefix, h.prefixFold = app.cookie.name, app.HeaderPrefix, foldHeader(app.HeaderPrefix)
+			h := benchHandler(app, "all")
 			ids := make([]string, users.n)
 			for i := range ids {
 				ids[i] = fmt.Sprintf("bench-user-%07d-xxxxxx", i)
@@ -135,25 +147,7 @@ func BenchmarkHandlerExposures(b *testing.B) {
 					serve(i, r, w)
 				}
 			}
-			const batch = 64
-			reqs := make([]*http.Request, batch)
-			ws := make([]http.ResponseWriter, batch)
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if i%batch == 0 {
-					b.StopTimer()
-					for j := range reqs {
-						reqs[j], ws[j] = newBenchRequest()
-						reqs[j].Header.Set("Cookie", "ff_uid="+ids[(i+j)%len(ids)])
-					}
-					b.StartTimer()
-				}
-				if err := h.ServeHTTP(ws[i%batch], reqs[i%batch], noop); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.StopTimer()
+			serveBatches(b, h, func(i int) string { return ids[i%len(ids)] })
 			for i := range ids {
 				r, w := newBenchRequest()
 				serve(i, r, w)

@@ -113,9 +113,9 @@ func TestExposuresOncePerUserFlagAndVariant(t *testing.T) {
 	log := filepath.Join(s.dir, "exposures.log")
 	records := func(want int) map[string]int {
 		t.Helper()
-		lines := readLogLines(t, log, want)
+		readLogLines(t, log, want)
 		time.Sleep(200 * time.Millisecond) // a record too many would show by now
-		lines = readLogLines(t, log, want)
+		lines := readLogLines(t, log, want)
 		per := map[string]int{}
 		for _, l := range lines {
 			per[fmt.Sprint(l["flag"], "=", l["variant"], " ", l["unit"])]++

@@ -130,6 +130,8 @@ type flagSummary struct {
 	Ticket      string        `json:"ticket,omitempty"`
 	Runtime     *runtimeEntry `json:"runtime,omitempty"`
 	SampleRatio []sampleRatio `json:"sample_ratio,omitempty"`
+	// Observed is each variant's traffic, for a flag with observe: true.
+	Observed map[string]variantReport `json:"observed,omitempty"`
 }
 
 type overview struct {
@@ -160,6 +162,7 @@ func (a *App) overview() overview {
 			o.Flags[i].Runtime = &e
 		}
 		o.Flags[i].SampleRatio = a.exposures.sampleRatios(set, i)
+		o.Flags[i].Observed = a.observedReport(set, i)
 	}
 	o.Exposures = a.exposures.status()
 	return o
@@ -172,11 +175,12 @@ func (a *App) serveFlag(w http.ResponseWriter, key string) error {
 		return apiError(http.StatusNotFound, "no flag %q", key)
 	}
 	out := struct {
-		Key         string        `json:"key"`
-		Definition  *rules.Flag   `json:"definition"`
-		Runtime     *runtimeEntry `json:"runtime,omitempty"`
-		SampleRatio []sampleRatio `json:"sample_ratio,omitempty"`
-	}{Key: key, Definition: set.Flag(i), SampleRatio: a.exposures.sampleRatios(set, i)}
+		Key         string                   `json:"key"`
+		Definition  *rules.Flag              `json:"definition"`
+		Runtime     *runtimeEntry            `json:"runtime,omitempty"`
+		SampleRatio []sampleRatio            `json:"sample_ratio,omitempty"`
+		Observed    map[string]variantReport `json:"observed,omitempty"`
+	}{Key: key, Definition: set.Flag(i), SampleRatio: a.exposures.sampleRatios(set, i), Observed: a.observedReport(set, i)}
 	if e, ok := a.loader.layer.snapshot()[key]; ok {
 		out.Runtime = &e
 	}

@@ -121,6 +121,11 @@ type App struct {
 	// Exposures turns on exposure events.
 	Exposures *Exposures `json:"exposures,omitempty"`
 
+	// FailureStatuses are the response statuses that count as failures
+	// for observed flags: codes (502) and classes (5xx). Default: 5xx. An
+	// upstream that cannot be reached counts as Caddy answers it, 502.
+	FailureStatuses []string `json:"failure_statuses,omitempty"`
+
 	ctx             caddy.Context
 	set             atomic.Pointer[rules.Set]
 	loader          *loader
@@ -136,6 +141,8 @@ type App struct {
 	bots            *botMatcher
 	exposures       *exposureSettings
 	stopChecks      chan struct{} // stops the sample ratio checks
+	failures        statusSet
+	observed        atomic.Pointer[observedFlags]
 	counters        atomic.Pointer[evalCounters]
 	headerUse       atomic.Uint32 // usePerFlagHeaders | useDictionary, by this config's handlers
 	headerPrefixLen atomic.Int32  // the longest per-flag header prefix in use
@@ -232,6 +239,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.exposures = x
 	}
 
+	if a.failures, err = parseStatuses(a.FailureStatuses); err != nil {
+		return err
+	}
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}

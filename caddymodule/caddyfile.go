@@ -52,6 +52,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			override_secret <secret>               # or signed with this ({env.*} allowed)
 //			override_cookie <name>                 # default ff_override
 //			bots           <token>... | off        # crawler user agent pieces; default: a common list
+//			failure_statuses <status>...          # what counts as a failure for observed flags; default 5xx
 //			exposures {
 //				key    <secret>                    # HMAC key for the identity ({env.*} allowed)
 //				sample [<flag>] <percent>          # default 100; per flag when a key is given
@@ -156,6 +157,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if len(a.Bots) == 0 {
 				return d.Errf("bots takes user agent pieces, or off")
 			}
+		case "failure_statuses":
+			a.FailureStatuses = d.RemainingArgs()
+			if len(a.FailureStatuses) == 0 {
+				return d.Errf("failure_statuses takes status codes and classes, e.g. failure_statuses 5xx 429")
+			}
 		case "exposures":
 			x, err := parseExposures(d)
 			if err != nil {
@@ -163,7 +169,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Exposures = x
 		default:
-			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, flags_url_redirects, allow_empty_flags, state_file, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures", d.Val())
+			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, flags_url_redirects, allow_empty_flags, state_file, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures, failure_statuses", d.Val())
 		}
 	}
 	return nil

@@ -135,6 +135,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			app.exposures.record(s, unit)
 		}
 	}
+	// The first feature_flags handler of a request observes it (a second
+	// one, in a nested route, must not wrap the response again).
+	if o := app.observedFor(s.set); len(o.flags) > 0 && s.watch.ResponseWriter == nil && !s.Bot() && s.ev.Unit() != "" {
+		return app.serveObserved(o, s, w, r, next)
+	}
 	return next.ServeHTTP(w, r)
 }
 

@@ -456,6 +456,7 @@ func (l *loader) swap(set *rules.Set) {
 	metricVersion.Reset()
 	metricVersion.WithLabelValues(set.Version).Set(1)
 	metricFlags.Set(float64(set.Len()))
+	forgetObserved(set)
 	if old != nil {
 		forgetFlags(old, set)
 		l.logger.Info("flags applied", zap.String("version", set.Version), zap.String("previous", old.Version), zap.Int("flags", set.Len()))

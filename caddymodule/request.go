@@ -34,6 +34,7 @@ type requestState struct {
 	cookieName string         // the identity cookie's name, as whoever evaluated first read it
 	cookieID   string         // the identity cookie, read or just minted; "" when none
 	minted     bool           // cookieID was minted for this request
+	watch      responseWatch  // the response, for observed flags
 	unit       string
 	user       string
 	unitRead   bool

@@ -25,8 +25,9 @@ func (f *Flag) MarshalJSON() ([]byte, error) {
 		Salt        string   `json:"salt,omitempty"`
 		Client      bool     `json:"client,omitempty"`
 		Header      *bool    `json:"header,omitempty"`
+		Observe     bool     `json:"observe,omitempty"`
 		Rules       []rule   `json:"rules,omitempty"`
-	}{f.Description, f.Owner, f.Ticket, f.Variants, f.OffVariant, f.Default, f.Enabled, f.Salt, f.Client, f.Header, nil}
+	}{f.Description, f.Owner, f.Ticket, f.Variants, f.OffVariant, f.Default, f.Enabled, f.Salt, f.Client, f.Header, f.Observe, nil}
 	for _, r := range f.Rules {
 		jr := rule{Name: r.Name, Serve: r.Serve, When: conditionsJSON(r.When)}
 		if r.Split != nil {

@@ -39,7 +39,10 @@ type Flag struct {
 	Client bool
 	// Header false keeps the flag out of per-flag X-Feature-* headers; nil means true.
 	Header *bool
-	Rules  []Rule
+	// Observe has the edge count each variant's requests, failures and
+	// time to first byte (caddy_feature_flags_variant_* metrics).
+	Observe bool
+	Rules   []Rule
 
 	line int
 	// broken marks a flag whose structure could not be read; Compile knows

@@ -96,7 +96,7 @@ type parser struct {
 
 var (
 	documentFields = []string{"$schema", "segments", "flags"}
-	flagFields     = []string{"description", "owner", "ticket", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "rules"}
+	flagFields     = []string{"description", "owner", "ticket", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "observe", "rules"}
 	ruleFields     = []string{"name", "when", "serve", "split"}
 )
 
@@ -160,6 +160,10 @@ func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 			}
 		case "header":
 			f.Header = p.boolean(v, fp)
+		case "observe":
+			if b := p.boolean(v, fp); b != nil {
+				f.Observe = *b
+			}
 		case "rules":
 			p.sequence(v, fp, func(i int, rn *yaml.Node) {
 				f.Rules = append(f.Rules, p.rule(fmt.Sprintf("%s[%d]", fp, i), rn))

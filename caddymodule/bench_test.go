@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,10 +21,21 @@ import (
 )
 
 // benchApp provisions an app with 20 flags and a 10,000-network GeoIP
-// database, as a config load would.
-func benchApp(b *testing.B) *App {
+// database, as a config load would; observe makes flag-00 an observed one.
+func benchApp(b *testing.B, observe bool) *App {
 	dir := b.TempDir()
 	flags := "../testdata/flags/bench-20.yaml"
+	if observe {
+		data, err := os.ReadFile(flags)
+		if err != nil {
+			b.Fatal(err)
+		}
+		flags = filepath.Join(dir, "flags.yaml")
+		data = bytes.Replace(data, []byte("  flag-00:\n"), []byte("  flag-00:\n    observe: true\n"), 1)
+		if err := os.WriteFile(flags, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 	geo := filepath.Join(dir, "geo.mmdb")
 	nets := append(geoiptest.Realistic(10_000, 5), geoiptest.Network{CIDR: "198.51.100.0/24", Country: "DE", Continent: "EU", EU: true})
 	if err := geoiptest.Write(geo, geoiptest.MaxMind, nets); err != nil {
@@ -92,15 +105,16 @@ var noop = caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error 
 
 // BenchmarkHandler is the whole handler on one request: strip spoofs, read
 // the cookie, look up GeoIP, evaluate 20 flags, set 20 headers and
-// X-Features. Target: ≤ 3 µs and ≤ 6 allocations. Requests are built in
-// batches with the timer stopped, so only the handler is measured.
+// X-Features. Target: ≤ 3 µs and ≤ 6 allocations. observed is the same
+// with flag-00 observed (the response watched, its outcome counted).
 func BenchmarkHandler(b *testing.B) {
-	b.Run("headers=all", func(b *testing.B) { benchmarkHandler(b, "all") })
-	b.Run("headers=dictionary", func(b *testing.B) { benchmarkHandler(b, "dictionary") })
+	b.Run("headers=all", func(b *testing.B) { benchmarkHandler(b, "all", false) })
+	b.Run("headers=dictionary", func(b *testing.B) { benchmarkHandler(b, "dictionary", false) })
+	b.Run("observed", func(b *testing.B) { benchmarkHandler(b, "all", true) })
 }
 
-func benchmarkHandler(b *testing.B, headers string) {
-	app := benchApp(b)
+func benchmarkHandler(b *testing.B, headers string, observe bool) {
+	app := benchApp(b, observe)
 	h := benchHandler(app, headers)
 	serveBatches(b, h, nil)
 	r, w := newBenchRequest()
@@ -122,7 +136,7 @@ func BenchmarkHandlerExposures(b *testing.B) {
 		n    int
 	}{{"returning", 100_000}, {"new", 1_000_000}} {
 		b.Run(users.name, func(b *testing.B) {
-			app := benchApp(b)
+			app := benchApp(b, false)
 			x, err := newExposureSettings(&Exposures{}, "a-benchmark-exposure-key", zap.New(zapcore.NewCore(
 				zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel)))
 			if err != nil {

@@ -174,9 +174,7 @@ func (x *exposureSettings) record(s *requestState, unit string) {
 	for base := 0; base < s.set.Len(); base += 64 {
 		var fresh uint64
 		batch := seen.Lock(group, epoch)
-		if base == 0 && !minted && batch.Add(group^returningMark) {
-			x.countSplits(s, epoch)
-		}
+		returned := base == 0 && !minted && batch.Add(group^returningMark)
 		for i := base; i < min(base+64, s.set.Len()); i++ {
 			if !x.sampled(s, bucket, i) {
 				continue
@@ -190,6 +188,9 @@ func (x *exposureSettings) record(s *requestState, unit string) {
 		batch.Unlock()
 		if batch.Reset {
 			x.full(epoch)
+		}
+		if returned {
+			x.countSplits(s, epoch)
 		}
 		for ; fresh != 0; fresh &= fresh - 1 {
 			x.log(s, unit, base+bits.TrailingZeros64(fresh), minted, &hashed)

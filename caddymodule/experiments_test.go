@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -303,5 +304,43 @@ http://127.0.0.1:{EDGE} {
 	resp, _ = post("/ofrep/v1/evaluate/flags", `{}`)
 	if len(resp.Cookies()) != 1 || resp.Cookies()[0].Name != "ff_uid" {
 		t.Errorf("cookies: %v", resp.Header["Set-Cookie"])
+	}
+}
+
+// BenchmarkBotMatcher is the crawler check on a browser's user agent: it
+// runs once per request.
+func BenchmarkBotMatcher(b *testing.B) {
+	m := newBotMatcher(defaultBotTokens)
+	ua := "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
+	b.ReportAllocs()
+	for b.Loop() {
+		if m.match(ua) {
+			b.Fatal("a browser is not a bot")
+		}
+	}
+}
+
+// The matcher agrees with lower-casing and strings.Contains, on seeded
+// random user agents built from the tokens' own letters, for token lists
+// with one-byte and overlapping tokens.
+func TestBotMatcherAgreesWithContains(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const alphabet = "botBOT/-;)spiderSPIDERcrawlerxX "
+	for _, tokens := range [][]string{defaultBotTokens, {"x", "bot/", "Bo"}, {"bb", "bbb", "t)"}} {
+		m := newBotMatcher(tokens)
+		for range 20_000 {
+			b := make([]byte, rng.IntN(24))
+			for i := range b {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			ua := string(b)
+			want := false
+			for _, tok := range tokens {
+				want = want || strings.Contains(strings.ToLower(ua), strings.ToLower(tok))
+			}
+			if got := m.match(ua); got != want {
+				t.Fatalf("tokens %q, user agent %q: match %v, want %v", tokens, ua, got, want)
+			}
+		}
 	}
 }

@@ -344,3 +344,29 @@ func TestBotMatcherAgreesWithContains(t *testing.T) {
 		}
 	}
 }
+
+// FuzzBotMatcher: any user agent, the same answer as lower-casing and
+// strings.Contains, and never a panic.
+func FuzzBotMatcher(f *testing.F) {
+	f.Add(googlebot)
+	f.Add("")
+	f.Add("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36")
+	m := newBotMatcher(defaultBotTokens)
+	f.Fuzz(func(t *testing.T, ua string) {
+		want := false
+		for _, tok := range defaultBotTokens {
+			want = want || strings.Contains(strings.Map(asciiLower, ua), tok)
+		}
+		if got := m.match(ua); got != want {
+			t.Fatalf("%q: match %v, want %v", ua, got, want)
+		}
+	})
+}
+
+// asciiLower lower-cases ASCII letters only, as the matcher does.
+func asciiLower(r rune) rune {
+	if 'A' <= r && r <= 'Z' {
+		return r + 'a' - 'A'
+	}
+	return r
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -119,9 +120,9 @@ func (o *requestOptions) register(f *pflag.FlagSet, identity bool) {
 	f.BoolVar(&o.c.Bot, "bot", false, "the client is a crawler")
 }
 
-// request builds the request the options describe; a note says what the
-// user might not expect (an --ip whose country nothing can find).
-func (o *requestOptions) request() (*explainRequest, string, error) {
+// request builds the request the options describe, and writes to notes
+// what the user might not expect (an --ip whose country nothing can find).
+func (o *requestOptions) request(notes io.Writer) (*explainRequest, error) {
 	for _, kv := range []struct {
 		list []string
 		dst  *map[string]string
@@ -130,7 +131,7 @@ func (o *requestOptions) request() (*explainRequest, string, error) {
 		for _, s := range kv.list {
 			k, v, ok := strings.Cut(s, "=")
 			if !ok {
-				return nil, "", fmt.Errorf("%s %q: write NAME=VALUE", kv.what, s)
+				return nil, fmt.Errorf("%s %q: write NAME=VALUE", kv.what, s)
 			}
 			if *kv.dst == nil {
 				*kv.dst = map[string]string{}
@@ -139,19 +140,24 @@ func (o *requestOptions) request() (*explainRequest, string, error) {
 		}
 	}
 	var geo func(netip.Addr) geoip.Location
-	note := ""
 	switch {
 	case o.geoip != "":
 		db, err := geoip.Open(o.geoip)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		geo = db.Lookup
 	case o.c.IP != "" && o.c.Country == "":
-		note = fmt.Sprintf("note: no --geoip database, so the country of %s is unknown (XX); give --geoip <file.mmdb> or --country", o.c.IP)
+		fmt.Fprintf(notes, "note: no --geoip database, so the country of %s is unknown (XX); give --geoip <file.mmdb> or --country\n", o.c.IP)
 	}
-	req, err := newExplainRequest(o.c, geo)
-	return req, note, err
+	return newExplainRequest(o.c, geo)
+}
+
+// printJSON writes v as indented JSON, the --json output of the commands.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func explainCommand() *cobra.Command {
@@ -172,18 +178,13 @@ func explainCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req, note, err := opts.request()
+			req, err := opts.request(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			if note != "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), note)
-			}
 			out := explain(set, req)
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "FLAG\tVARIANT\tREASON\tRULE\tBUCKET")
@@ -303,18 +304,13 @@ share is of the sample: ±0.3 % at the default 100,000.`,
 			if err != nil {
 				return err
 			}
-			req, note, err := opts.request()
+			req, err := opts.request(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			if note != "" {
-				fmt.Fprintln(cmd.ErrOrStderr(), note)
-			}
 			out := diffSets(old, next, req, sample)
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintf(tw, "FLAG\tCHANGE\tUSERS CHANGING (of %d)\tMOVES\n", sample)

@@ -99,11 +99,7 @@ func TestEmptyDocumentsDoNotWipeTheFlags(t *testing.T) {
 	flags := filepath.Join(s.dir, "flags.yaml")
 	for _, empty := range []string{"", "# all flags moved elsewhere\n", "{}\n", "flags: {}\n"} {
 		writeFlags(t, flags, empty)
-		var o overview
-		waitUntil(t, 2*time.Second, "the empty document is refused", func() bool {
-			admin(t, "GET", "/feature-flags/", "", &o)
-			return o.LastError != nil && strings.Contains(o.LastError.Message, "now defines no flags")
-		})
+		waitForLoadError(t, 2*time.Second, "now defines no flags")
 		if got := s.body(t); got != "banner=on" {
 			t.Fatalf("%q replaced the flags: %q", empty, got)
 		}
@@ -130,11 +126,7 @@ func TestEmptyOriginAnswerIsNeitherServedNorCached(t *testing.T) {
 	}
 	empty := "# nothing\n\n"
 	origin.body.Store(&empty)
-	var o overview
-	waitUntil(t, 3*time.Second, "the empty answer is refused", func() bool {
-		admin(t, "GET", "/feature-flags/", "", &o)
-		return o.LastError != nil && strings.Contains(o.LastError.Message, "now defines no flags")
-	})
+	waitForLoadError(t, 3*time.Second, "now defines no flags")
 	if got := s.body(t); got != "banner=on" {
 		t.Errorf("an empty answer changed what serves: %q", got)
 	}
@@ -144,6 +136,7 @@ func TestEmptyOriginAnswerIsNeitherServedNorCached(t *testing.T) {
 	if got := s2.body(t); got != "banner=on" {
 		t.Errorf("a restart while the origin answers empty: %q, want the cached flags", got)
 	}
+	var o overview
 	admin(t, "GET", "/feature-flags/", "", &o)
 	if len(o.Sources) != 1 || !o.Sources[0].FromCache {
 		t.Errorf("sources: %+v", o.Sources)
@@ -502,11 +495,7 @@ func TestHeaderLimits(t *testing.T) {
 	// A reload that would cross the limit is refused; the last good set serves.
 	s := startCaddy(t, opsCaddyfile, "flags:\n  a: {}\n")
 	writeFlags(t, filepath.Join(s.dir, "flags.yaml"), strings.Replace(many.String(), "{header: false}", "{}", -1))
-	var o overview
-	waitUntil(t, 5*time.Second, "the reload is refused", func() bool {
-		admin(t, "GET", "/feature-flags/", "", &o)
-		return o.LastError != nil && strings.Contains(o.LastError.Message, "flags send a header of their own")
-	})
+	waitForLoadError(t, 5*time.Second, "flags send a header of their own")
 	if got := s.body(t); got != "a=off" {
 		t.Errorf("got %q", got)
 	}

@@ -95,6 +95,17 @@ func writeFlags(t *testing.T, path, content string) {
 	}
 }
 
+// waitForLoadError waits until GET /feature-flags/ reports a last_error
+// that contains want.
+func waitForLoadError(t *testing.T, limit time.Duration, want string) {
+	t.Helper()
+	waitUntil(t, limit, "a load error saying "+want, func() bool {
+		var o overview
+		admin(t, "GET", "/feature-flags/", "", &o)
+		return o.LastError != nil && strings.Contains(o.LastError.Message, want)
+	})
+}
+
 func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -289,11 +300,8 @@ func TestURLSourceWithETagAndCache(t *testing.T) {
 	waitUntil(t, 3*time.Second, "the origin's change applies", func() bool { return s.body(t) == "banner=off" })
 	broken := "flags:\n  banner: {rules: [{serve: maybe}]}\n"
 	origin.body.Store(&broken)
-	var o, o2 overview
-	waitUntil(t, 3*time.Second, "the broken origin copy is reported", func() bool {
-		admin(t, "GET", "/feature-flags/", "", &o)
-		return o.LastError != nil && strings.Contains(o.LastError.Message, `unknown variant "maybe"`)
-	})
+	var o2 overview
+	waitForLoadError(t, 3*time.Second, `unknown variant "maybe"`)
 	if got := s.body(t); got != "banner=off" {
 		t.Errorf("a broken origin copy changed what serves: %q", got)
 	}

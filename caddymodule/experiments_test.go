@@ -208,21 +208,7 @@ flags:
   server-only:
     rules: [{serve: on}]
 `
-	s := startCaddy(t, globalOptions+`	feature_flags {
-		flags_file {FLAGS}
-		geoip {GEOIP}
-	}
-}
-http://127.0.0.1:{EDGE} {
-	handle /ofrep/* {
-		feature_flags_ofrep
-	}
-	handle {
-		feature_flags
-		reverse_proxy {NEW}
-	}
-}
-`, flags)
+	s := startCaddy(t, ofrepCaddyfile, flags)
 	post := func(path, body string, headers ...string) (*http.Response, map[string]any) {
 		resp, raw := s.request(t, "POST", path, body, append(headers, "Content-Type: application/json")...)
 		var out map[string]any

@@ -34,8 +34,11 @@ flags:
     client: true
 `
 
+// ofrepCaddyfile serves OFREP beside the evaluating handler, with the demo
+// GeoIP database and QA overrides trusted from loopback.
 const ofrepCaddyfile = globalOptions + `	feature_flags {
 		flags_file {FLAGS}
+		geoip {GEOIP}
 		override_from 127.0.0.1/32
 	}
 }

@@ -107,8 +107,9 @@ func newExposureSettings(e *Exposures, key string, logger *zap.Logger) (*exposur
 		}
 	}
 	if !e.EveryRequest {
-		s.memKey = exposureMemoryKey(orDefault(time.Duration(e.Window), DefaultExposureWindow), orDefault(e.MaxEntries, DefaultExposureMaxEntries))
-		s.mem = loadExposureMemory(s.memKey, orDefault(time.Duration(e.Window), DefaultExposureWindow), orDefault(e.MaxEntries, DefaultExposureMaxEntries))
+		window, maxEntries := orDefault(time.Duration(e.Window), DefaultExposureWindow), orDefault(e.MaxEntries, DefaultExposureMaxEntries)
+		s.memKey = exposureMemoryKey(window, maxEntries)
+		s.mem = loadExposureMemory(s.memKey, window, maxEntries)
 	}
 	return s, nil
 }
@@ -264,6 +265,6 @@ func (x *exposureSettings) status() *exposureStatus {
 	}
 	seen := x.mem.seen
 	epoch := seen.Epoch(x.now())
-	return &exposureStatus{Window: seen.Window().String(), WindowStart: time.Unix(0, epoch*int64(seen.Window())).UTC(),
+	return &exposureStatus{Window: seen.Window().String(), WindowStart: seen.Start(epoch),
 		Entries: seen.Len(epoch), MaxEntries: seen.Capacity(), Bytes: seen.Bytes(), Resets: seen.Resets()}
 }

@@ -138,7 +138,7 @@ type sampleRatio struct {
 }
 
 // check tests u in window epoch.
-func (u *splitUsers) check(epoch int64, window time.Duration) (sampleRatio, stats.SampleRatio) {
+func (u *splitUsers) check(epoch int64, seen *stats.Seen) (sampleRatio, stats.SampleRatio) {
 	observed := make([]int64, len(u.users))
 	if u.epoch.Load() == epoch {
 		for v := range u.users {
@@ -147,7 +147,7 @@ func (u *splitUsers) check(epoch int64, window time.Duration) (sampleRatio, stat
 	}
 	res := stats.SampleRatioTest(observed, u.weights)
 	out := sampleRatio{Rule: u.rule, Users: map[string]int64{}, Expected: map[string]float64{},
-		WindowStart: time.Unix(0, epoch*int64(window)).UTC()}
+		WindowStart: seen.Start(epoch)}
 	var total float64
 	for _, w := range u.weights {
 		total += w
@@ -178,7 +178,7 @@ func (x *exposureSettings) sampleRatios(set *rules.Set, i int) []sampleRatio {
 	epoch := x.mem.seen.Epoch(x.now())
 	for _, u := range x.splitsFor(set).flags[i] {
 		if u != nil {
-			r, _ := u.check(epoch, x.mem.seen.Window())
+			r, _ := u.check(epoch, x.mem.seen)
 			out = append(out, r)
 		}
 	}
@@ -208,7 +208,7 @@ func (x *exposureSettings) checkSampleRatios(set *rules.Set) {
 			if u == nil {
 				continue
 			}
-			report, res := u.check(epoch, x.mem.seen.Window())
+			report, res := u.check(epoch, x.mem.seen)
 			if !res.Enough {
 				metricSampleRatio.DeleteLabelValues(u.flag, u.rule)
 				continue

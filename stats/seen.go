@@ -57,6 +57,9 @@ func (s *Seen) Window() time.Duration { return time.Duration(s.window) }
 // Unix epoch.
 func (s *Seen) Epoch(t time.Time) int64 { return t.UnixNano() / s.window }
 
+// Start returns when window epoch starts, in UTC.
+func (s *Seen) Start(epoch int64) time.Time { return time.Unix(0, epoch*s.window).UTC() }
+
 // Capacity returns how many fingerprints the set holds at most.
 func (s *Seen) Capacity() int { return seenShards * s.maxSlots * 3 / 4 }
 
@@ -128,38 +131,32 @@ func (b *Batch) Add(fp uint64) bool {
 
 // Resets returns how many times a full shard has started over.
 func (s *Seen) Resets() int64 {
-	var n int64
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += sh.resets
-		sh.mu.Unlock()
-	}
-	return n
+	return int64(s.sum(func(sh *seenShard) int { return int(sh.resets) }))
 }
 
 // Allocated returns the memory the set's slots take now: it grows with
 // use up to Bytes.
 func (s *Seen) Allocated() int {
-	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += 8 * len(sh.slots)
-		sh.mu.Unlock()
-	}
-	return n
+	return s.sum(func(sh *seenShard) int { return 8 * len(sh.slots) })
 }
 
 // Len returns how many fingerprints the set holds for window epoch.
 func (s *Seen) Len(epoch int64) int {
+	return s.sum(func(sh *seenShard) int {
+		if sh.epoch != epoch {
+			return 0
+		}
+		return sh.used
+	})
+}
+
+// sum adds up f over the shards, each read under its lock.
+func (s *Seen) sum(f func(*seenShard) int) int {
 	n := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		if sh.epoch == epoch {
-			n += sh.used
-		}
+		n += f(sh)
 		sh.mu.Unlock()
 	}
 	return n

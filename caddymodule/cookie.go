@@ -108,19 +108,10 @@ func mintID() string {
 // valid identity: a malformed duplicate must not hide a good one (which
 // would mint a new id on every request).
 func identityCookie(h http.Header, name string) string {
-	for _, line := range h["Cookie"] {
-		for line != "" {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if ok && k == name {
-				if v = strings.Trim(v, `"`); validID(v) {
-					return v
-				}
-			}
-		}
-	}
-	return ""
+	return findCookie(h, name, func(v string) (string, bool) {
+		v = strings.Trim(v, `"`)
+		return v, validID(v)
+	})
 }
 
 // cookieSite is a handler with the cookie name it uses, and where it sits
@@ -171,17 +162,26 @@ func (a *App) cookieNameAt(parents []caddy.Module) string {
 // cookieValue returns the value of the named cookie without parsing the
 // others, and so without allocating. The empty string when absent.
 func cookieValue(h http.Header, name string) string {
+	return findCookie(h, name, func(v string) (string, bool) {
+		if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		return v, true
+	})
+}
+
+// findCookie returns the first value of the named cookie that accept
+// takes, as accept returns it; accept gets each value as sent, quotes and
+// all, in order.
+func findCookie(h http.Header, name string, accept func(string) (string, bool)) string {
 	for _, line := range h["Cookie"] {
 		for line != "" {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimSpace(part)
-			k, v, ok := strings.Cut(part, "=")
-			if ok && k == name {
-				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-					v = v[1 : len(v)-1]
+			if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok && k == name {
+				if v, ok := accept(v); ok {
+					return v
 				}
-				return v
 			}
 		}
 	}

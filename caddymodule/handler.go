@@ -278,11 +278,7 @@ func unhop(hdr http.Header, prefixFold string) {
 // read to its end, so the body is wrapped to strip them then, before the
 // proxy copies them upstream.
 func stripTrailers(r *http.Request, prefixFold string) {
-	for name := range r.Trailer {
-		if isOurs(name, prefixFold) {
-			delete(r.Trailer, name)
-		}
-	}
+	deleteOurs(r.Trailer, prefixFold)
 	if _, done := r.Body.(*trailerGuard); !done && r.Body != nil {
 		r.Body = &trailerGuard{ReadCloser: r.Body, trailer: r.Trailer, prefixFold: prefixFold}
 	}
@@ -299,13 +295,18 @@ type trailerGuard struct {
 func (g *trailerGuard) Read(p []byte) (int, error) {
 	n, err := g.ReadCloser.Read(p)
 	if err == io.EOF {
-		for name := range g.trailer {
-			if isOurs(name, g.prefixFold) {
-				delete(g.trailer, name)
-			}
-		}
+		deleteOurs(g.trailer, g.prefixFold)
 	}
 	return n, err
+}
+
+// deleteOurs deletes our names from hdr.
+func deleteOurs(hdr http.Header, prefixFold string) {
+	for name := range hdr {
+		if isOurs(name, prefixFold) {
+			delete(hdr, name)
+		}
+	}
 }
 
 // foldHeader lower-cases s and reads _ as -.

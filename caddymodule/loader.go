@@ -241,18 +241,20 @@ func (l *loader) loadURL() error {
 			empty = true
 		}
 	}
+	if err == nil && !empty {
+		u.data, u.etag = body, etag
+		l.writeCache()
+		return nil
+	}
 	cached, cerr := readURLCache(u.cachePath)
-	if empty && cerr == nil && len(cached.Body) > 0 {
+	if err == nil {
+		if cerr != nil || len(cached.Body) == 0 {
+			u.data, u.etag = body, etag // empty, and nothing better to start from
+			return nil
+		}
 		// An empty answer is more likely a broken origin than the end of
 		// every flag: start from the last good copy, as during an outage.
 		err = errors.New("the origin serves a document that defines no flags (set allow_empty_flags if that is intended)")
-	}
-	if err == nil {
-		u.data, u.etag = body, etag
-		if !empty {
-			l.writeCache()
-		}
-		return nil
 	}
 	if errors.Is(cerr, os.ErrNotExist) {
 		return fmt.Errorf("feature_flags: flags_url %s: %v, and there is no cached copy (%s) to start from", u.url, err, u.cachePath)
@@ -370,19 +372,19 @@ func (l *loader) build(base parsed, entries map[string]runtimeEntry) built {
 		return b
 	}
 	// Find the entries that do not fit: keep each one that compiles with
-	// the ones kept before it.
+	// the ones kept before it; the last set that compiled serves.
 	keep := map[string]runtimeEntry{}
 	aside := map[string]string{}
+	b = built{set: base.set}
 	for _, k := range sortedKeys(entries) {
 		keep[k] = entries[k]
-		if _, err := compileLayer(base, keep); err != nil {
+		next, err := compileLayer(base, keep)
+		if err != nil {
 			aside[k] = err.Error()
 			delete(keep, k)
+			continue
 		}
-	}
-	b, err = compileLayer(base, keep)
-	if err != nil { // cannot happen: keep compiled when its last entry was added
-		b = built{set: base.set}
+		b = next
 	}
 	b.setAside = aside
 	return b

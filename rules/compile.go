@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -217,6 +218,9 @@ func compile(docs []*Document, parseFailed bool) (*Set, error) {
 		switch {
 		case !f.broken:
 			set.flags[i].rules = c.rules(c.flagDoc[i], i, f, &set.flags[i], set)
+			if ro := set.flags[i].spec.Rollout; ro != nil && len(ro.Steps) > 0 {
+				set.flags[i].rules = append(set.flags[i].rules, rolloutRule(ro, f.RolloutShare, &set.flags[i]))
+			}
 		case !parseFailed:
 			c.add(c.flagDoc[i], "flags."+f.Key, f.line, "the definition could not be read: parse it again to see why")
 		}
@@ -286,7 +290,95 @@ func (c *compiler) flagHead(file string, f *Flag) compiledFlag {
 		n.Salt = f.Key
 	}
 	cf.saltDot = n.Salt + "."
+	if f.Rollout != nil {
+		n.Rollout = c.rolloutPlan(file, path+".rollout", f.Rollout, &cf)
+		n.Observe = true
+	}
 	return cf
+}
+
+// Defaults of a rollout plan.
+const (
+	DefaultStepDuration = 10 * time.Minute
+	DefaultMinRequests  = 500
+	DefaultMaxIncrease  = 50 // basis points: half a percentage point
+)
+
+// rolloutPlan checks a rollout plan and returns it with its defaults.
+func (c *compiler) rolloutPlan(file, path string, ro *Rollout, cf *compiledFlag) *Rollout {
+	n := *ro
+	switch v := c.variantIndex(file, path+".variant", lineOr(ro.lines.variant, ro.line), cf, ro.Variant); {
+	case ro.Variant == "":
+		c.add(file, path+".variant", ro.line, "needs variant: the candidate being rolled out (the control is the off variant, %s)", cf.variants[cf.off])
+	case v >= 0 && v == cf.off:
+		c.add(file, path+".variant", lineOr(ro.lines.variant, ro.line), "%q is the off variant, the control: the candidate must be another variant", ro.Variant)
+	}
+	if len(ro.Steps) == 0 {
+		c.add(file, path+".steps", lineOr(ro.lines.steps, ro.line), "needs steps: the candidate's percentages, increasing, e.g. [1, 5, 25, 50, 100]")
+	}
+	for i, bp := range ro.Steps {
+		switch {
+		case bp <= 0:
+			c.add(file, fmt.Sprintf("%s.steps[%d]", path, i), lineOr(ro.lines.steps, ro.line), "a step gives the candidate more than 0 %%")
+		case i > 0 && bp <= ro.Steps[i-1]:
+			c.add(file, fmt.Sprintf("%s.steps[%d]", path, i), lineOr(ro.lines.steps, ro.line), "steps must increase: %s after %s", formatBasisPoints(bp), formatBasisPoints(ro.Steps[i-1]))
+		}
+	}
+	if n.StepDuration == 0 {
+		n.StepDuration = DefaultStepDuration
+	}
+	if n.MaxStepDuration == 0 {
+		n.MaxStepDuration = 3 * n.StepDuration
+	}
+	if n.MaxStepDuration < n.StepDuration {
+		c.add(file, path+".max_step_duration", lineOr(ro.lines.maxStepDuration, ro.line), "%s is shorter than step_duration (%s): an inconclusive step holds from the one to the other", n.MaxStepDuration, n.StepDuration)
+	}
+	if n.MinRequests == 0 {
+		n.MinRequests = DefaultMinRequests
+	}
+	switch n.OnFailure {
+	case "":
+		n.OnFailure = OnFailureRollback
+	case OnFailureRollback, OnFailurePause:
+	default:
+		c.add(file, path+".on_failure", lineOr(ro.lines.onFailure, ro.line), "%q: use rollback (the candidate back to 0 %%) or pause (it keeps its share, for changes that cannot be undone)", n.OnFailure)
+	}
+	if len(n.Guards) == 0 {
+		n.Guards = []Guard{{FailureRate: &FailureRateGuard{MaxIncrease: DefaultMaxIncrease}}}
+	}
+	for i, g := range n.Guards {
+		gp := fmt.Sprintf("%s.guards[%d]", path, i)
+		if l := g.Latency; l != nil {
+			if l.Percentile <= 0 || l.Percentile >= 100 {
+				c.add(file, gp+".latency.percentile", lineOr(g.line, ro.line), "want a percentile above 0 and below 100, e.g. 99, got %v", l.Percentile)
+			}
+			if l.MaxRatio < 1 {
+				c.add(file, gp+".latency.max_ratio", lineOr(g.line, ro.line), "want a ratio of at least 1 (1.25: the candidate up to 25 %% slower), got %v", l.MaxRatio)
+			}
+		}
+	}
+	if n.Steps != nil {
+		n.Steps = slices.Clone(n.Steps)
+	}
+	return &n
+}
+
+// rolloutRule is the split a rollout adds after the flag's rules: the
+// candidate below share, the off variant above — so raising the share
+// moves users from the control to the candidate and never back.
+func rolloutRule(ro *Rollout, share *int, cf *compiledFlag) rule {
+	bp := ro.Steps[0]
+	if share != nil {
+		bp = *share
+	}
+	r := rule{name: "rollout", serve: -1}
+	if v := indexOf(cf.variants, ro.Variant); bp > 0 {
+		r.split = append(r.split, bucket{upper: bp, variant: v})
+	}
+	if bp < Buckets {
+		r.split = append(r.split, bucket{upper: Buckets, variant: cf.off})
+	}
+	return r
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -27,7 +27,8 @@ func (f *Flag) MarshalJSON() ([]byte, error) {
 		Header      *bool    `json:"header,omitempty"`
 		Observe     bool     `json:"observe,omitempty"`
 		Rules       []rule   `json:"rules,omitempty"`
-	}{f.Description, f.Owner, f.Ticket, f.Variants, f.OffVariant, f.Default, f.Enabled, f.Salt, f.Client, f.Header, f.Observe, nil}
+		Rollout     *Rollout `json:"rollout,omitempty"`
+	}{f.Description, f.Owner, f.Ticket, f.Variants, f.OffVariant, f.Default, f.Enabled, f.Salt, f.Client, f.Header, f.Observe, nil, f.Rollout}
 	for _, r := range f.Rules {
 		jr := rule{Name: r.Name, Serve: r.Serve, When: conditionsJSON(r.When)}
 		if r.Split != nil {
@@ -63,4 +64,51 @@ func conditionsJSON(conds []Condition) map[string]map[string]any {
 // MarshalJSON writes the segment's conditions as a flag file has them.
 func (s *Segment) MarshalJSON() ([]byte, error) {
 	return json.Marshal(conditionsJSON(s.When))
+}
+
+// MarshalJSON writes the plan as a flag file has it.
+func (r *Rollout) MarshalJSON() ([]byte, error) {
+	type guard struct {
+		FailureRate *struct {
+			MaxIncrease json.Number `json:"max_increase"`
+		} `json:"failure_rate,omitempty"`
+		Latency *struct {
+			Percentile float64 `json:"percentile"`
+			MaxRatio   float64 `json:"max_ratio"`
+		} `json:"latency,omitempty"`
+	}
+	out := struct {
+		Variant         string        `json:"variant"`
+		Steps           []json.Number `json:"steps"`
+		StepDuration    string        `json:"step_duration,omitempty"`
+		MinRequests     int           `json:"min_requests,omitempty"`
+		MaxStepDuration string        `json:"max_step_duration,omitempty"`
+		Guards          []guard       `json:"guards,omitempty"`
+		OnFailure       string        `json:"on_failure,omitempty"`
+	}{Variant: r.Variant, MinRequests: r.MinRequests, OnFailure: r.OnFailure, Steps: []json.Number{}}
+	for _, bp := range r.Steps {
+		out.Steps = append(out.Steps, json.Number(formatBasisPoints(bp)))
+	}
+	if r.StepDuration > 0 {
+		out.StepDuration = r.StepDuration.String()
+	}
+	if r.MaxStepDuration > 0 {
+		out.MaxStepDuration = r.MaxStepDuration.String()
+	}
+	for _, g := range r.Guards {
+		var jg guard
+		if g.FailureRate != nil {
+			jg.FailureRate = &struct {
+				MaxIncrease json.Number `json:"max_increase"`
+			}{json.Number(formatBasisPoints(g.FailureRate.MaxIncrease))}
+		}
+		if g.Latency != nil {
+			jg.Latency = &struct {
+				Percentile float64 `json:"percentile"`
+				MaxRatio   float64 `json:"max_ratio"`
+			}{g.Latency.Percentile, g.Latency.MaxRatio}
+		}
+		out.Guards = append(out.Guards, jg)
+	}
+	return json.Marshal(out)
 }

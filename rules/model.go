@@ -1,5 +1,7 @@
 package rules
 
+import "time"
+
 // Document is one parsed flag definition source, in the order it was written.
 // It is the model of DESIGN.md §5; [Compile] checks documents together and
 // turns them into a [Set].
@@ -43,6 +45,14 @@ type Flag struct {
 	// time to first byte (caddy_feature_flags_variant_* metrics).
 	Observe bool
 	Rules   []Rule
+	// Rollout is a guarded rollout's plan: after the rules, identified
+	// users are split between its candidate and the off variant, by the
+	// share of the rollout's current step. It implies Observe.
+	Rollout *Rollout
+	// RolloutShare is the candidate's share now, in basis points, as the
+	// rollout's state (the runtime layer) says; nil means the first step.
+	// It is not part of a flag file.
+	RolloutShare *int
 
 	line int
 	// broken marks a flag whose structure could not be read; Compile knows
@@ -59,6 +69,67 @@ type Flag struct {
 type flagLines struct {
 	variants, offVariant, def int
 	variant                   []int // per entry of variants
+}
+
+// Rollout is the plan of a guarded rollout: the candidate variant's share
+// of identified users goes up step by step while guards compare its
+// responses with the control's (the off variant), and it is rolled back
+// (or paused) when a guard fails. Package rollout runs it.
+type Rollout struct {
+	// Variant is the candidate; the control is the flag's off variant.
+	Variant string
+	// Steps are the candidate's shares, in basis points, increasing.
+	Steps []int
+	// StepDuration is the least time a step runs before it is judged.
+	// Default: 10m.
+	StepDuration time.Duration
+	// MinRequests is the least number of candidate requests a step sees
+	// before it is judged. Default: 500.
+	MinRequests int
+	// MaxStepDuration is how long a step whose guards are inconclusive
+	// holds before it pauses for a person. Default: 3 × StepDuration.
+	MaxStepDuration time.Duration
+	// Guards are what a step must pass. Default: a failure rate at most
+	// 0.5 points above the control's.
+	Guards []Guard
+	// OnFailure is rollback (the candidate back to 0 %) or pause (it keeps
+	// its share and stops advancing). Default: rollback.
+	OnFailure string
+
+	line  int
+	lines rolloutLines
+}
+
+type rolloutLines struct {
+	variant, steps, stepDuration, maxStepDuration, minRequests, onFailure int
+}
+
+// The actions of Rollout.OnFailure.
+const (
+	OnFailureRollback = "rollback"
+	OnFailurePause    = "pause"
+)
+
+// Guard is one check of a rollout step; exactly one kind is set.
+type Guard struct {
+	// FailureRate: the candidate's failure rate may exceed the control's
+	// by at most MaxIncrease basis points (0.5 % = 50).
+	FailureRate *FailureRateGuard
+	// Latency: the candidate's time to first byte at a percentile may be
+	// at most MaxRatio times the control's.
+	Latency *LatencyGuard
+	line    int
+}
+
+// FailureRateGuard bounds the candidate's failure rate above the control's.
+type FailureRateGuard struct {
+	MaxIncrease int // basis points of percentage points
+}
+
+// LatencyGuard bounds the candidate's latency against the control's.
+type LatencyGuard struct {
+	Percentile float64 // 50, 90, 99, 99.9 …
+	MaxRatio   float64
 }
 
 // Rule serves one variant, or splits users between variants, when all its

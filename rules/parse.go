@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -96,7 +98,9 @@ type parser struct {
 
 var (
 	documentFields = []string{"$schema", "segments", "flags"}
-	flagFields     = []string{"description", "owner", "ticket", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "observe", "rules"}
+	flagFields     = []string{"description", "owner", "ticket", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "observe", "rules", "rollout"}
+	rolloutFields  = []string{"variant", "steps", "step_duration", "min_requests", "max_step_duration", "guards", "on_failure"}
+	guardKinds     = []string{"failure_rate", "latency"}
 	ruleFields     = []string{"name", "when", "serve", "split"}
 )
 
@@ -168,6 +172,8 @@ func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 			p.sequence(v, fp, func(i int, rn *yaml.Node) {
 				f.Rules = append(f.Rules, p.rule(fmt.Sprintf("%s[%d]", fp, i), rn))
 			})
+		case "rollout":
+			f.Rollout = p.rollout(fp, v)
 		}
 	})
 	return f
@@ -210,6 +216,114 @@ func (p *parser) rule(path string, n *yaml.Node) Rule {
 		r.badServe, r.badSplit = true, true
 	}
 	return r
+}
+
+func (p *parser) rollout(path string, n *yaml.Node) *Rollout {
+	ro := &Rollout{line: n.Line}
+	if !p.isMapping(n, path, "a rollout plan") {
+		return ro
+	}
+	p.fields(n, path, rolloutFields, func(field string, v *yaml.Node) {
+		fp := path + "." + field
+		switch field {
+		case "variant":
+			ro.Variant, ro.lines.variant = p.variant(v, fp), v.Line
+		case "steps":
+			ro.lines.steps = v.Line
+			p.sequence(v, fp, func(i int, sn *yaml.Node) {
+				ro.Steps = append(ro.Steps, p.percentSigned(sn, fmt.Sprintf("%s[%d]", fp, i)))
+			})
+		case "step_duration":
+			ro.StepDuration, ro.lines.stepDuration = p.duration(v, fp), v.Line
+		case "max_step_duration":
+			ro.MaxStepDuration, ro.lines.maxStepDuration = p.duration(v, fp), v.Line
+		case "min_requests":
+			ro.MinRequests, ro.lines.minRequests = p.wholeNumber(v, fp), v.Line
+		case "on_failure":
+			ro.OnFailure, ro.lines.onFailure = p.text(v, fp), v.Line
+		case "guards":
+			p.sequence(v, fp, func(i int, gn *yaml.Node) {
+				ro.Guards = append(ro.Guards, p.guard(fmt.Sprintf("%s[%d]", fp, i), gn))
+			})
+		}
+	})
+	return ro
+}
+
+func (p *parser) guard(path string, n *yaml.Node) Guard {
+	g := Guard{line: n.Line}
+	if !p.isMapping(n, path, "a guard (failure_rate: {…} or latency: {…})") {
+		return g
+	}
+	if len(n.Content) != 2 {
+		p.add(path, n.Line, "a guard has one kind, %s: write each guard as its own list item", strings.Join(guardKinds, " or "))
+	}
+	p.fields(n, path, guardKinds, func(kind string, v *yaml.Node) {
+		kp := path + "." + kind
+		switch kind {
+		case "failure_rate":
+			g.FailureRate = &FailureRateGuard{MaxIncrease: -1}
+			p.fields(v, kp, []string{"max_increase"}, func(_ string, mv *yaml.Node) {
+				g.FailureRate.MaxIncrease = p.percentSigned(mv, kp+".max_increase")
+			})
+			if g.FailureRate.MaxIncrease < 0 && p.isMapping(v, kp, "the guard's settings") {
+				p.add(kp, v.Line, "needs max_increase: how many percentage points the candidate's failure rate may exceed the control's by, e.g. {max_increase: 0.5%%}")
+			}
+		case "latency":
+			g.Latency = &LatencyGuard{}
+			p.fields(v, kp, []string{"percentile", "max_ratio"}, func(field string, lv *yaml.Node) {
+				switch field {
+				case "percentile":
+					g.Latency.Percentile = p.number(lv, kp+".percentile")
+				case "max_ratio":
+					g.Latency.MaxRatio = p.number(lv, kp+".max_ratio")
+				}
+			})
+		}
+	})
+	return g
+}
+
+// duration reads a Go duration such as 90s, 10m or 1h30m.
+func (p *parser) duration(n *yaml.Node, path string) time.Duration {
+	s, ok := p.scalar(n, path)
+	if !ok {
+		return 0
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		p.add(path, n.Line, "%q is not a duration: write e.g. 90s, 10m or 1h30m", s)
+		return 0
+	}
+	return d
+}
+
+// wholeNumber reads a whole number of at least 1.
+func (p *parser) wholeNumber(n *yaml.Node, path string) int {
+	s, ok := p.scalar(n, path)
+	if !ok {
+		return 0
+	}
+	c, err := strconv.Atoi(s)
+	if err != nil || c < 1 {
+		p.add(path, n.Line, "want a whole number of at least 1, got %s", describe(n))
+		return 0
+	}
+	return c
+}
+
+// number reads a finite decimal number.
+func (p *parser) number(n *yaml.Node, path string) float64 {
+	s, ok := p.scalar(n, path)
+	if !ok {
+		return 0
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		p.add(path, n.Line, "want a number, got %s", describe(n))
+		return 0
+	}
+	return f
 }
 
 // conditions reads a `when` mapping (or a segment): attribute → operator → value(s).
@@ -412,6 +526,17 @@ func (p *parser) boolean(n *yaml.Node, path string) *bool {
 	}
 	b := strings.EqualFold(n.Value, "true")
 	return &b
+}
+
+// percentSigned is percent for a rollout's fields, which read naturally
+// with a % sign: 0.5% as well as 0.5.
+func (p *parser) percentSigned(n *yaml.Node, path string) int {
+	if n.Kind == yaml.ScalarNode && strings.HasSuffix(n.Value, "%") {
+		c := *n
+		c.Value, c.Tag = strings.TrimSuffix(n.Value, "%"), "!!str"
+		n = &c
+	}
+	return p.percent(n, path)
 }
 
 // percent reads a percentage as an exact decimal with at most two places and

@@ -31,6 +31,7 @@ func TestSchemaMatchesParser(t *testing.T) {
 		{"top level", schema.Properties, documentFields},
 		{"flag", schema.Defs["flag"].Properties, flagFields},
 		{"rule", schema.Defs["rule"].Properties, ruleFields},
+		{"rollout", schema.Defs["rollout"].Properties, rolloutFields},
 		{"operators", schema.Defs["operators"].Properties, operatorNames},
 	} {
 		var names []string

@@ -83,9 +83,17 @@ func main() {
 	flags, err := os.ReadFile("testdata/flags/bench-20.yaml") // the flags of the handler benchmark
 	check(err)
 	check(os.WriteFile(filepath.Join(run, "flags.yaml"), flags, 0o644))
+	// The same flags with flag-00's 25 % split a guarded rollout's step:
+	// its outcomes are watched and counted by arm, judged every 250 ms.
+	guarded := bytes.Replace(flags, []byte("  flag-00:\n    rules: [{split: {on: 25, off: 75}}]\n"),
+		[]byte("  flag-00:\n    rollout: {variant: on, steps: [25, 100], step_duration: 24h}\n"), 1)
+	if bytes.Equal(guarded, flags) {
+		log.Fatal("testdata/flags/bench-20.yaml: flag-00 is no longer a 25 % split; update the guarded edge")
+	}
+	check(os.WriteFile(filepath.Join(run, "flags-guarded.yaml"), guarded, 0o644))
 	check(os.WriteFile(filepath.Join(run, "load.lua"), []byte(wrkScript(nets)), 0o644))
 
-	ports := freePorts(9)
+	ports := freePorts(10) // two backends, up to eight edges
 	b1, b2 := ports[0], ports[1]
 	data := map[string]any{"Run": run, "B1": b1, "B2": b2, "Flags": flagKeys(), "Geo": geo}
 	cpus = cpuPair()
@@ -107,6 +115,8 @@ func main() {
 		{name: "caddy-proxy-twin", what: "1'. the same, a second process (the A/A pair)", start: caddyEdge(plainCaddyfile)},
 		{name: "caddy-edgeflags", what: "2. Caddy + feature_flags (per-flag headers + X-Features, GeoIP, matcher)", start: caddyEdge(edgeflagsCaddyfile)},
 		{name: "caddy-edgeflags-dict", what: "2d. the same with headers dictionary (X-Features only)", start: caddyEdge(strings.Replace(edgeflagsCaddyfile, "feature_flags\n", "feature_flags {\n\t\theaders dictionary\n\t}\n", 1))},
+		{name: "caddy-edgeflags-guarded", what: "2g. the same as 2, flag-00 a guarded rollout at 25 %", start: caddyEdge(strings.NewReplacer(
+			"/flags.yaml", "/flags-guarded.yaml", "/state.json", "/state-guarded.json").Replace(edgeflagsCaddyfile))},
 		{name: "caddy-stock", what: "3. stock Caddy by hand (map per flag, request_header per flag, vars matcher)", start: caddyEdge(stockCaddyfile)},
 	}
 	if nginxModule := findNginxGeoIP2(); nginxModule != "" {
@@ -194,6 +204,7 @@ var pairs = []pair{
 	{"caddy-proxy", "caddy-proxy-twin", "A/A: Caddy's proxy over an identical second one (the method's resolution)", "0.99–1.01"},
 	{"caddy-edgeflags", "caddy-proxy", "2 / 1: edgeflags over Caddy's proxy (same 21 headers sent to both)", "≤ 1.04"},
 	{"caddy-edgeflags-dict", "caddy-proxy", "2d / 1: dictionary-only edgeflags over Caddy's proxy", ""},
+	{"caddy-edgeflags-guarded", "caddy-edgeflags", "2g / 2: one guarded flag over the same flags unguarded", ""},
 	{"caddy-edgeflags", "caddy-stock", "2 / 3: edgeflags against stock Caddy by hand", "≤ 0.8"},
 	{"nginx-split", "nginx-proxy", "4s / 4: split_clients + geoip2 + headers over nginx's proxy", ""},
 	{"caddy-proxy", "nginx-proxy", "1 / 4: Caddy's proxy against nginx's", ""},

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/edgeflags/edgeflags/geoip"
+	"github.com/edgeflags/edgeflags/rollout"
 	"github.com/edgeflags/edgeflags/rules"
 )
 
@@ -28,7 +29,8 @@ func init() {
 //	POST   /feature-flags/flags/<key>/disable    the kill switch      ?actor=…&reason=…
 //	POST   /feature-flags/flags/<key>/enable     undo it              ?actor=…&reason=…
 //	PUT    /feature-flags/flags/<key>            a whole flag as JSON ?actor=…&reason=…
-//	DELETE /feature-flags/flags/<key>/runtime    drop the runtime layer's entry for the flag
+//	DELETE /feature-flags/flags/<key>/runtime    drop the runtime layer's kill switch and replacement for the flag
+//	POST   /feature-flags/flags/<key>/rollout/<pause|resume|advance|abort>   ?actor=…&reason=…
 //	POST   /feature-flags/explain                a request context in; each flag's answer out
 //
 // Changes are validated by the same compiler as files, applied atomically,
@@ -93,6 +95,8 @@ func serveAdmin(w http.ResponseWriter, r *http.Request) error {
 			return only(r, http.MethodPost, func() error { return app.serveEnabled(w, r, key, action == "enable") })
 		case action == "runtime":
 			return only(r, http.MethodDelete, func() error { return app.serveDropRuntime(w, r, key) })
+		case strings.HasPrefix(action, "rollout/"):
+			return only(r, http.MethodPost, func() error { return app.serveRolloutCommand(w, r, key, strings.TrimPrefix(action, "rollout/")) })
 		case action == "":
 			return apiError(http.StatusMethodNotAllowed, "use GET or PUT on /feature-flags/flags/%s", key)
 		}
@@ -132,6 +136,15 @@ type flagSummary struct {
 	SampleRatio []sampleRatio `json:"sample_ratio,omitempty"`
 	// Observed is each variant's traffic, for a flag with observe: true.
 	Observed map[string]variantReport `json:"observed,omitempty"`
+	// Rollout is the flag's guarded rollout: status, share and step.
+	Rollout *rolloutSummary `json:"rollout,omitempty"`
+}
+
+type rolloutSummary struct {
+	Status  rollout.Status `json:"status"`
+	Percent float64        `json:"percent"`
+	Step    int            `json:"step"`
+	Steps   int            `json:"steps"`
 }
 
 type overview struct {
@@ -163,6 +176,9 @@ func (a *App) overview() overview {
 		}
 		o.Flags[i].SampleRatio = a.exposures.sampleRatios(set, i)
 		o.Flags[i].Observed = a.observedReport(set, i)
+		if r := a.rolloutStatus(set, i, entries); r != nil {
+			o.Flags[i].Rollout = &rolloutSummary{Status: r.Status, Percent: r.Percent, Step: r.Step, Steps: len(r.Steps)}
+		}
 	}
 	o.Exposures = a.exposures.status()
 	return o
@@ -180,10 +196,13 @@ func (a *App) serveFlag(w http.ResponseWriter, key string) error {
 		Runtime     *runtimeEntry            `json:"runtime,omitempty"`
 		SampleRatio []sampleRatio            `json:"sample_ratio,omitempty"`
 		Observed    map[string]variantReport `json:"observed,omitempty"`
+		Rollout     *rolloutReport           `json:"rollout,omitempty"`
 	}{Key: key, Definition: set.Flag(i), SampleRatio: a.exposures.sampleRatios(set, i), Observed: a.observedReport(set, i)}
-	if e, ok := a.loader.layer.snapshot()[key]; ok {
+	entries := a.loader.layer.snapshot()
+	if e, ok := entries[key]; ok {
 		out.Runtime = &e
 	}
+	out.Rollout = a.rolloutStatus(set, i, entries)
 	return writeJSON(w, out)
 }
 
@@ -242,7 +261,7 @@ func (a *App) serveEnabled(w http.ResponseWriter, r *http.Request, key string, e
 		default:
 			e.Enabled = &enabled
 		}
-		return e, e.Enabled != nil || e.Flag != nil, nil
+		return e, e.Enabled != nil || e.Flag != nil || e.Rollout != nil, nil
 	})
 }
 
@@ -264,7 +283,7 @@ func (a *App) servePut(w http.ResponseWriter, r *http.Request, key string) error
 	}
 	// The body is the flag: actor and reason come from the query alone.
 	return a.serveChange(w, r, key, "replace", nil, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
-		next := runtimeEntry{Flag: def}
+		next := runtimeEntry{Flag: def, Rollout: e.Rollout} // a new plan restarts the rollout; the same plan goes on
 		if e.Enabled != nil && !*e.Enabled {
 			next.Enabled = e.Enabled
 		}
@@ -278,10 +297,12 @@ func (a *App) serveDropRuntime(w http.ResponseWriter, r *http.Request, key strin
 		return err
 	}
 	return a.serveChange(w, r, key, "drop_runtime", body, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
-		if !exists {
+		if !exists || e.Enabled == nil && e.Flag == nil {
 			return e, false, apiError(http.StatusNotFound, "flag %q has no runtime layer entry", key)
 		}
-		return e, false, nil
+		// A rollout's progress is not an override of the definition: it
+		// stays (POST …/rollout/abort stops a rollout).
+		return runtimeEntry{Rollout: e.Rollout}, e.Rollout != nil, nil
 	})
 }
 
@@ -292,18 +313,21 @@ func (a *App) serveChange(w http.ResponseWriter, r *http.Request, key, action st
 	if err != nil {
 		return err
 	}
-	c, err := a.change(r, key, action, actor, reason, fn)
+	c, err := a.change(Change{RemoteAddr: r.RemoteAddr, Flag: key, Action: action, Actor: actor, Reason: reason}, fn)
 	if err != nil {
 		return err
 	}
 	return writeJSON(w, c)
 }
 
-// change applies one admin change: the runtime layer's entry for key is
-// rewritten by fn, the result compiled with the current sources, the state
-// file written, and only then the new set swapped in and the change
-// audited. Any failure leaves everything as it was.
-func (a *App) change(r *http.Request, key, action, actor, reason string, fn changeFunc) (Change, error) {
+// change applies one change c describes (who, to which flag, what): the
+// runtime layer's entry for the flag is rewritten by fn, the result
+// compiled with the current sources, the state file written, and only then
+// the new set swapped in and the change audited. Any failure leaves
+// everything as it was. Every change goes this way — admin API and
+// rollout decisions alike.
+func (a *App) change(c Change, fn changeFunc) (Change, error) {
+	key, action := c.Flag, c.Action
 	l := a.loader
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -315,7 +339,7 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 		e, keep, err := fn(e, exists, set)
 		fnErr = err
 		if keep {
-			e.Actor, e.Reason, e.At = actor, reason, time.Now().UTC()
+			e.Actor, e.Reason, e.At = c.Actor, c.Reason, time.Now().UTC()
 		}
 		return e, keep
 	}, func(entries map[string]runtimeEntry) error {
@@ -341,8 +365,7 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 	}
 	l.adopt(b)
 	l.swap(b.set)
-	c := Change{At: time.Now().UTC(), Actor: actor, Reason: reason, RemoteAddr: r.RemoteAddr, Flag: key, Action: action,
-		Before: before, After: flagJSON(b.set, key)}
+	c.At, c.Before, c.After = time.Now().UTC(), before, flagJSON(b.set, key)
 	metricAdminChanges.WithLabelValues(action, "ok").Inc()
 	a.record(c, b.set.Version)
 	return c, nil
@@ -351,10 +374,13 @@ func (a *App) change(r *http.Request, key, action, actor, reason string, fn chan
 // record keeps a change in the recent changes and writes it to the audit log.
 func (a *App) record(c Change, version string) {
 	a.loader.layer.record(c)
-	a.audit.Info("flag changed",
-		zap.String("actor", c.Actor), zap.String("reason", c.Reason), zap.String("remote_addr", c.RemoteAddr),
+	fields := []zap.Field{zap.String("actor", c.Actor), zap.String("reason", c.Reason), zap.String("remote_addr", c.RemoteAddr),
 		zap.String("flag", c.Flag), zap.String("action", c.Action), zap.String("version", version),
-		zap.Reflect("before", c.Before), zap.Reflect("after", c.After))
+		zap.Reflect("before", c.Before), zap.Reflect("after", c.After)}
+	if c.Decision != nil {
+		fields = append(fields, zap.Reflect("decision", c.Decision))
+	}
+	a.audit.Info("flag changed", fields...)
 }
 
 // systemActor is the actor of the changes edgeflags makes by itself.

@@ -141,6 +141,8 @@ type App struct {
 	bots            *botMatcher
 	exposures       *exposureSettings
 	stopChecks      chan struct{} // stops the sample ratio checks
+	stopRollouts    chan struct{} // stops the rollout watcher, which closes rolloutsDone once it saved the counts
+	rolloutsDone    chan struct{}
 	failures        statusSet
 	observed        atomic.Pointer[observedFlags]
 	counters        atomic.Pointer[evalCounters]
@@ -337,6 +339,8 @@ func (a *App) Start() error {
 		a.stopChecks = make(chan struct{})
 		go a.exposures.watchSampleRatios(a.set.Load, a.stopChecks)
 	}
+	a.stopRollouts, a.rolloutsDone = make(chan struct{}), make(chan struct{})
+	go a.watchRollouts(a.stopRollouts, a.rolloutsDone)
 	active.Store(a)
 	a.logStart()
 	a.warnLooseProxies()
@@ -392,6 +396,10 @@ func (a *App) Stop() error {
 	a.loader.close()
 	if a.stopChecks != nil {
 		close(a.stopChecks)
+	}
+	if a.stopRollouts != nil {
+		close(a.stopRollouts)
+		<-a.rolloutsDone
 	}
 	return nil
 }

@@ -25,10 +25,11 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "flags",
-		Usage: "validate <file>... | explain --flags <file> [options] | diff <old> <new> [options] | sign-override <flag>=<variant>... | bucket <salt> <unit>",
-		Short: "Checks flag files, explains their answers, computes buckets (edgeflags)",
+		Usage: "validate <file>... | explain --flags <file> [options] | diff <old> <new> [options] | sign-override <flag>=<variant>... | bucket <salt> <unit> | rollout <flag> [status|pause|resume|advance|abort]",
+		Short: "Checks flag files, explains their answers, computes buckets, steers rollouts (edgeflags)",
 		Long: `
-Works on edgeflags flag files without a running server.
+Works on edgeflags flag files without a running server — but for rollout,
+which asks a running Caddy's admin API.
 
   caddy flags validate flags.yaml more.json
       Loads the files as one set and prints every error (exit status 1), or a
@@ -50,9 +51,14 @@ Works on edgeflags flag files without a running server.
   caddy flags bucket new-checkout Zx3kP0q9bW1mT8rY2vN4cA
       Prints XXH3(salt + "." + unit) and its bucket (mod 10000), the hashing
       contract every language can reproduce.
+
+  caddy flags rollout new-checkout pause --actor alice --reason INC-12
+      Shows a flag's guarded rollout (status, step, each guard's verdict with
+      its numbers, the last decision), after pausing, resuming, advancing or
+      aborting it when asked (audited with --actor and --reason).
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(validateCommand(), explainCommand(), diffCommand(), bucketCommand(), signOverrideCommand())
+			cmd.AddCommand(validateCommand(), explainCommand(), diffCommand(), bucketCommand(), signOverrideCommand(), rolloutCommand())
 		},
 	})
 }

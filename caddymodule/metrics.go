@@ -111,7 +111,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges, metricRuntimeSetAside, metricSampleRatio, metricExposureResets,
-		metricVariantRequests, metricVariantFailures, metricVariantTTFB} {
+		metricVariantRequests, metricVariantFailures, metricVariantTTFB, metricRolloutDecisions, metricRolloutPercent} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

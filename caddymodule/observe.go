@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgeflags/edgeflags/rollout"
 	"github.com/edgeflags/edgeflags/rules"
 	"github.com/edgeflags/edgeflags/stats"
 )
@@ -87,11 +88,20 @@ func forgetObserved(set *rules.Set) {
 }
 
 // observedFlags are the observed flags of one set, with their cells by
-// variant index.
+// variant index, and for a flag with a rollout, its step's arms.
 type observedFlags struct {
-	set   *rules.Set
-	flags []int
-	cells [][]*variantCell
+	set      *rules.Set
+	flags    []int
+	cells    [][]*variantCell
+	rollouts []observedRollout
+}
+
+// observedRollout is where a rollout's requests are counted: those its
+// split decided (rule), by arm.
+type observedRollout struct {
+	arms      *stepArms // nil: no rollout, or not started yet
+	rule      int
+	candidate int
 }
 
 // observedFor returns set's observed flags, or nil when it has none.
@@ -100,11 +110,22 @@ func (a *App) observedFor(set *rules.Set) *observedFlags {
 		return o
 	}
 	o := &observedFlags{set: set}
+	var entries map[string]runtimeEntry
 	for i := range set.Len() {
 		f := set.Flag(i)
 		if !f.Observe {
 			continue
 		}
+		var ro observedRollout
+		if f.Rollout != nil {
+			if entries == nil {
+				entries = a.loader.layer.snapshot()
+			}
+			if st := entries[f.Key].Rollout; st != nil && st.Plan == rollout.Fingerprint(f.Rollout) {
+				ro = observedRollout{arms: armsFor(f.Key, st), rule: len(f.Rules), candidate: slices.Index(f.Variants, f.Rollout.Variant)}
+			}
+		}
+		o.rollouts = append(o.rollouts, ro)
 		cells := make([]*variantCell, len(f.Variants))
 		for v, name := range f.Variants {
 			cells[v] = cellOf(f.Key, name)
@@ -128,6 +149,13 @@ func (o *observedFlags) record(ev *rules.Evaluation, failed bool, ttfb time.Dura
 		}
 		c.ttfb.Record(ttfb)
 		c.promTTFB.Observe(ttfb.Seconds())
+		if ro := &o.rollouts[k]; ro.arms != nil && ev.Result(i).Rule == ro.rule {
+			arm := 1
+			if v == ro.candidate {
+				arm = 0
+			}
+			ro.arms.arm[arm].record(failed, ttfb)
+		}
 	}
 }
 

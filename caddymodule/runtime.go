@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgeflags/edgeflags/rollout"
 	"github.com/edgeflags/edgeflags/rules"
 )
 
@@ -31,10 +32,12 @@ type runtimeEntry struct {
 	// Enabled overrides the flag's enabled field when set.
 	Enabled *bool `json:"enabled,omitempty"`
 	// Flag replaces the flag's definition when set (or adds the flag).
-	Flag   json.RawMessage `json:"flag,omitempty"`
-	Actor  string          `json:"actor"`
-	Reason string          `json:"reason,omitempty"`
-	At     time.Time       `json:"at"`
+	Flag json.RawMessage `json:"flag,omitempty"`
+	// Rollout is the state of the flag's guarded rollout.
+	Rollout *rollout.State `json:"rollout,omitempty"`
+	Actor   string         `json:"actor"`
+	Reason  string         `json:"reason,omitempty"`
+	At      time.Time      `json:"at"`
 }
 
 // Change is one audited change through the admin API.
@@ -47,6 +50,8 @@ type Change struct {
 	Action     string          `json:"action"`
 	Before     json.RawMessage `json:"before,omitempty"`
 	After      json.RawMessage `json:"after,omitempty"`
+	// Decision is a rollout's decision, with the numbers behind it.
+	Decision *rollout.Decision `json:"decision,omitempty"`
 }
 
 const maxRecent = 100
@@ -187,6 +192,9 @@ func apply(base []*rules.Document, entries map[string]runtimeEntry) (docs []*rul
 			c := *f
 			c.Enabled = e.Enabled
 			f = &c
+		}
+		if st := e.Rollout; st != nil && f.Rollout != nil && len(f.Rollout.Steps) > 0 {
+			f = withRolloutShare(f, st)
 		}
 		return f
 	}

@@ -67,9 +67,13 @@ const Alpha = 0.01
 // errors — a margin wide enough for the many looks of a step, as the
 // seeded simulation shows — and passes when the candidate's upper bound at
 // one standard error is within max_ratio times the control's estimate.
+// Differences below latencyFloor are never beyond a guard, whatever the
+// ratio: a 0.3 ms answer is not "300 times slower" than a 1 µs one in any
+// sense a user feels, and the histograms' resolution is 1 µs.
 const (
 	latencyFailZ = 3.5
 	passZ        = 1
+	latencyFloor = time.Millisecond
 )
 
 // Judge returns each guard's verdict on a step's evidence; alpha is the
@@ -125,7 +129,7 @@ func judgeLatency(g *rules.LatencyGuard, ev Evidence) GuardResult {
 	if kMid > 0 {
 		r.Observed = float64(cMid) / float64(kMid)
 	}
-	limit := func(d time.Duration) time.Duration { return time.Duration(g.MaxRatio * float64(d)) }
+	limit := func(d time.Duration) time.Duration { return max(time.Duration(g.MaxRatio*float64(d)), d+latencyFloor) }
 	words := fmt.Sprintf("p%s candidate %.1f ms vs control %.1f ms: ratio %.2f, %.2f allowed", trimFloat(g.Percentile), r.Candidate, r.Control, r.Observed, g.MaxRatio)
 	switch {
 	case cLo > limit(kHi):

@@ -85,7 +85,7 @@ type Decision struct {
 // Fingerprint identifies a plan (with its defaults applied): editing the
 // plan changes it, editing anything else of the flag does not.
 func Fingerprint(plan *rules.Rollout) string {
-	b, _ := json.Marshal(plan) // a plan always marshals
+	b, _ := json.Marshal(plan.WithDefaults()) // a plan always marshals
 	return fmt.Sprintf("%016x", xxh3.Hash(b))
 }
 

@@ -306,7 +306,7 @@ const (
 
 // rolloutPlan checks a rollout plan and returns it with its defaults.
 func (c *compiler) rolloutPlan(file, path string, ro *Rollout, cf *compiledFlag) *Rollout {
-	n := *ro
+	n := *ro.WithDefaults()
 	switch v := c.variantIndex(file, path+".variant", lineOr(ro.lines.variant, ro.line), cf, ro.Variant); {
 	case ro.Variant == "":
 		c.add(file, path+".variant", ro.line, "needs variant: the candidate being rolled out (the control is the off variant, %s)", cf.variants[cf.off])
@@ -324,27 +324,13 @@ func (c *compiler) rolloutPlan(file, path string, ro *Rollout, cf *compiledFlag)
 			c.add(file, fmt.Sprintf("%s.steps[%d]", path, i), lineOr(ro.lines.steps, ro.line), "steps must increase: %s after %s", formatBasisPoints(bp), formatBasisPoints(ro.Steps[i-1]))
 		}
 	}
-	if n.StepDuration == 0 {
-		n.StepDuration = DefaultStepDuration
-	}
-	if n.MaxStepDuration == 0 {
-		n.MaxStepDuration = 3 * n.StepDuration
-	}
 	if n.MaxStepDuration < n.StepDuration {
 		c.add(file, path+".max_step_duration", lineOr(ro.lines.maxStepDuration, ro.line), "%s is shorter than step_duration (%s): an inconclusive step holds from the one to the other", n.MaxStepDuration, n.StepDuration)
 	}
-	if n.MinRequests == 0 {
-		n.MinRequests = DefaultMinRequests
-	}
 	switch n.OnFailure {
-	case "":
-		n.OnFailure = OnFailureRollback
 	case OnFailureRollback, OnFailurePause:
 	default:
 		c.add(file, path+".on_failure", lineOr(ro.lines.onFailure, ro.line), "%q: use rollback (the candidate back to 0 %%) or pause (it keeps its share, for changes that cannot be undone)", n.OnFailure)
-	}
-	if len(n.Guards) == 0 {
-		n.Guards = []Guard{{FailureRate: &FailureRateGuard{MaxIncrease: DefaultMaxIncrease}}}
 	}
 	for i, g := range n.Guards {
 		gp := fmt.Sprintf("%s.guards[%d]", path, i)
@@ -357,8 +343,27 @@ func (c *compiler) rolloutPlan(file, path string, ro *Rollout, cf *compiledFlag)
 			}
 		}
 	}
-	if n.Steps != nil {
-		n.Steps = slices.Clone(n.Steps)
+	return &n
+}
+
+// WithDefaults returns a copy of the plan with every default applied.
+func (r *Rollout) WithDefaults() *Rollout {
+	n := *r
+	n.Steps = slices.Clone(r.Steps)
+	if n.StepDuration == 0 {
+		n.StepDuration = DefaultStepDuration
+	}
+	if n.MaxStepDuration == 0 {
+		n.MaxStepDuration = 3 * n.StepDuration
+	}
+	if n.MinRequests == 0 {
+		n.MinRequests = DefaultMinRequests
+	}
+	if n.OnFailure == "" {
+		n.OnFailure = OnFailureRollback
+	}
+	if len(n.Guards) == 0 {
+		n.Guards = []Guard{{FailureRate: &FailureRateGuard{MaxIncrease: DefaultMaxIncrease}}}
 	}
 	return &n
 }

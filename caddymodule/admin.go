@@ -336,9 +336,16 @@ func (a *App) change(c Change, fn changeFunc) (Change, error) {
 	var fnErr error
 	var b built
 	err := l.layer.update(key, func(e runtimeEntry, exists bool) (runtimeEntry, bool) {
+		had := e
 		e, keep, err := fn(e, exists, set)
 		fnErr = err
-		if keep {
+		switch {
+		case !keep:
+		case strings.HasPrefix(action, "rollout_") && (had.Enabled != nil || had.Flag != nil):
+			// The entry's actor and reason are those of its kill switch or
+			// replacement; a rollout's decisions carry their own.
+			e.Actor, e.Reason, e.At = had.Actor, had.Reason, had.At
+		default:
 			e.Actor, e.Reason, e.At = c.Actor, c.Reason, time.Now().UTC()
 		}
 		return e, keep

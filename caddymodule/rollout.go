@@ -165,7 +165,7 @@ func (a *App) checkRollouts(now time.Time) {
 				reason = "the rollout plan changed: the rollout starts again at its first step"
 			}
 			next := rollout.New(f.Rollout, now, reason)
-			a.decide(f, st, next.Decisions[0], func(*rollout.State) rollout.State { return next })
+			a.decide(f, st, next.Decisions[0], &next)
 		case st.Status == rollout.Running && !*f.Enabled:
 			d := rollout.Decision{At: now, Actor: rollout.Actor, Action: rollout.Pause, Step: st.Step, Reason: "the kill switch is on: the rollout waits for a person to resume it"}
 			d.FromPercent = float64(st.Share(f.Rollout)) / 100
@@ -181,17 +181,16 @@ func (a *App) checkRollouts(now time.Time) {
 
 // decide applies a decision taken on the state seen, through the runtime
 // layer; it is dropped when the state changed meanwhile (a person's
-// command came first). next, when set, builds the new state instead of
-// Apply.
-func (a *App) decide(f *rules.Flag, seen *rollout.State, d rollout.Decision, next func(*rollout.State) rollout.State) {
+// command came first). A new state, when given, replaces the old one
+// instead of the decision being applied to it.
+func (a *App) decide(f *rules.Flag, seen *rollout.State, d rollout.Decision, replace *rollout.State) {
 	c := Change{Flag: f.Key, Action: "rollout_" + string(d.Action), Actor: d.Actor, Reason: d.Reason, Decision: &d}
 	_, err := a.change(c, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 		if !sameState(e.Rollout, seen) {
 			return e, exists, errStaleDecision
 		}
-		if next != nil {
-			st := next(e.Rollout)
-			e.Rollout = &st
+		if replace != nil {
+			e.Rollout = replace
 			return e, true, nil
 		}
 		st := *e.Rollout
@@ -261,6 +260,11 @@ func (a *App) saveRolloutEvidence() {
 
 // serveRolloutCommand is a person's pause, resume, advance or abort.
 func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, command string) error {
+	switch rollout.Action(command) {
+	case rollout.Pause, rollout.Resume, rollout.Advance, rollout.Abort:
+	default:
+		return apiError(http.StatusNotFound, "no rollout command %q: use pause, resume, advance or abort", command)
+	}
 	body, err := readBody(r)
 	if err != nil {
 		return err

@@ -82,8 +82,9 @@ type Decision struct {
 	Guards    []GuardResult `json:"guards,omitempty"`
 }
 
-// Fingerprint identifies a plan (with its defaults applied): editing the
-// plan changes it, editing anything else of the flag does not.
+// Fingerprint identifies a plan, its defaults applied (a default written
+// out is no change): editing the plan changes it, editing anything else of
+// the flag does not.
 func Fingerprint(plan *rules.Rollout) string {
 	b, _ := json.Marshal(plan.WithDefaults()) // a plan always marshals
 	return fmt.Sprintf("%016x", xxh3.Hash(b))

@@ -37,7 +37,7 @@ var (
 	}, []string{"flag", "variant"})
 	metricVariantTTFB = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy", Subsystem: "feature_flags", Name: "variant_ttfb_seconds",
-		Help:    "Time to the response's first byte per variant of an observed flag.",
+		Help: "Time to the response's first byte per variant of an observed flag.",
 		// Classic buckets only: a native histogram's sparse buckets cost
 		// about 40 ns more per observation (a sync.Map lookup), which
 		// would put a guarded flag past its 100 ns budget; the admin

@@ -102,8 +102,12 @@ func (s *State) Share(plan *rules.Rollout) int {
 	if s.Status == RolledBack || s.Status == Aborted {
 		return 0
 	}
-	return plan.Steps[min(max(s.Step, 0), len(plan.Steps)-1)]
+	return plan.Steps[s.step(plan)]
 }
+
+// step is the state's step, within the plan even if a hand-edited state
+// file says otherwise.
+func (s *State) step(plan *rules.Rollout) int { return min(max(s.Step, 0), len(plan.Steps)-1) }
 
 // StepAlpha is the share of Alpha each judged step spends: steps at 100 %
 // have no control to compare with, and are not judged.
@@ -155,10 +159,10 @@ func Next(plan *rules.Rollout, s *State, ev Evidence, now time.Time) *Decision {
 		}
 	}
 	switch {
-	case inconclusive == "" && s.Step == len(plan.Steps)-1:
+	case inconclusive == "" && s.step(plan) == len(plan.Steps)-1:
 		d.Action, d.Reason = Complete, fmt.Sprintf("the last step passed every guard after %s and %d candidate requests", elapsed.Round(time.Second), ev.Candidate.Requests)
 	case inconclusive == "":
-		d.Action, d.ToPercent = Advance, percent(plan.Steps[s.Step+1])
+		d.Action, d.ToPercent = Advance, percent(plan.Steps[s.step(plan)+1])
 		d.Reason = fmt.Sprintf("every guard passed after %s and %d candidate requests", elapsed.Round(time.Second), ev.Candidate.Requests)
 	case elapsed >= plan.MaxStepDuration:
 		d.Action = Pause
@@ -193,10 +197,10 @@ func Command(plan *rules.Rollout, s *State, action Action, actor, reason string,
 		if s.Status != Running && s.Status != Paused {
 			return d, fmt.Errorf("the rollout is %s: resume it before advancing", s.Status)
 		}
-		if s.Step >= last {
+		if s.step(plan) >= last {
 			return d, fmt.Errorf("the rollout is at its last step (%s %%): there is no step to advance to", fmtPercent(d.FromPercent))
 		}
-		d.ToPercent = percent(plan.Steps[s.Step+1])
+		d.ToPercent = percent(plan.Steps[s.step(plan)+1])
 	case Abort:
 		if s.Status == RolledBack || s.Status == Aborted {
 			return d, fmt.Errorf("the rollout is already %s: the candidate has 0 %%", s.Status)
@@ -211,6 +215,7 @@ func Command(plan *rules.Rollout, s *State, action Action, actor, reason string,
 // Apply makes a decision part of the state.
 func (s *State) Apply(plan *rules.Rollout, d Decision) {
 	fresh := func(step int) {
+		step = min(max(step, 0), len(plan.Steps)-1) // a hand-edited state file cannot take it off the plan
 		s.Step, s.StepStarted, s.Evidence = step, d.At, Evidence{}
 		s.Status = Running
 		if plan.Steps[step] >= rules.Buckets {
@@ -221,7 +226,7 @@ func (s *State) Apply(plan *rules.Rollout, d Decision) {
 	case Start:
 		fresh(0)
 	case Advance:
-		fresh(min(s.Step+1, len(plan.Steps)-1))
+		fresh(s.step(plan) + 1)
 	case Complete:
 		s.Status = Completed
 	case Rollback:

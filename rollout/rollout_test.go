@@ -67,6 +67,8 @@ func TestCommands(t *testing.T) {
 		{at(Completed, 4), Abort, Aborted, 0, ""},
 		{at(Aborted, 2), Abort, "", 0, "already aborted"},
 		{at(Running, 0), "explode", "", 0, "use pause, resume"},
+		{at(Paused, 99), Advance, "", 0, "last step"}, // a hand-edited state file
+		{at(Paused, -3), Resume, Running, 100, ""},
 	} {
 		s := c.from
 		d, err := Command(plan, &s, c.action, "alice", "test", Evidence{}, t0.Add(time.Hour))

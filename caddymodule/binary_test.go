@@ -185,15 +185,7 @@ http://%s {
 	respond "{feature.checkout}"
 }
 `, adminAddr, filepath.Join(dir, "flags.yaml"), filepath.Join(dir, "state.json"), edge)), 0o644)
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "--config", config)
-		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
-	}
+	start := func() *exec.Cmd { return startBinary(t, bin, config, dir) }
 	get := func() string {
 		for range 100 {
 			if resp, err := http.Get("http://" + edge + "/"); err == nil {
@@ -223,6 +215,19 @@ http://%s {
 	if got := get(); got != "off" {
 		t.Errorf("after a restart: %q, want the kill switch still off", got)
 	}
+}
+
+// startBinary runs the built caddy on config, with its data and config
+// directories in dir; the test kills it when it ends.
+func startBinary(t *testing.T, bin, config, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "--config", config)
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
 }
 
 func TestFlagsCommand(t *testing.T) {

@@ -318,15 +318,7 @@ http://%s {
 	respond "{feature.canary}"
 }
 `, adminAddr, filepath.Join(dir, "flags.yaml"), filepath.Join(dir, "state.json"), edge)), 0o644)
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "--config", config)
-		cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
-	}
+	start := func() *exec.Cmd { return startBinary(t, bin, config, dir) }
 	status := func() *rolloutReport {
 		for range 100 {
 			var f struct{ Rollout *rolloutReport }

@@ -402,3 +402,41 @@ func BenchmarkObserveRolloutRecord(b *testing.B) {
 		o.record(ev, false, 42*time.Millisecond)
 	}
 }
+
+// A runtime replacement with the same plan keeps the rollout where it is,
+// one with another plan restarts it, and dropping the runtime entry keeps
+// its progress.
+func TestRolloutThroughTheRuntimeLayer(t *testing.T) {
+	plan := strings.Replace(testPlan, "step_duration: 1s", "step_duration: 1h", 1)
+	startRollout(t, candidateBackend(t, 0, 0), plan)
+	waitRollout(t, 5*time.Second, "started", func(r *rolloutReport) bool { return r.Status == rollout.Running })
+	admin(t, "POST", "/feature-flags/flags/canary/rollout/advance?actor=alice", "", nil)
+	before := rolloutOf(t)
+
+	var f struct{ Definition json.RawMessage }
+	admin(t, "GET", "/feature-flags/flags/canary", "", &f)
+	described := strings.Replace(string(f.Definition), `"variants"`, `"description":"replaced at runtime","variants"`, 1)
+	if code := admin(t, "PUT", "/feature-flags/flags/canary?actor=alice", described, nil); code != 200 {
+		t.Fatalf("PUT: %d", code)
+	}
+	time.Sleep(3 * rolloutTick)
+	if r := rolloutOf(t); r.Percent != 50 || !r.StepStarted.Equal(before.StepStarted) {
+		t.Errorf("after a PUT with the same plan: %v %% since %s, want 50 since %s", r.Percent, r.StepStarted, before.StepStarted)
+	}
+	if code := admin(t, "DELETE", "/feature-flags/flags/canary/runtime?actor=alice", "", nil); code != 200 {
+		t.Fatalf("DELETE …/runtime: %d", code)
+	}
+	time.Sleep(3 * rolloutTick)
+	if r := rolloutOf(t); r.Percent != 50 || !r.StepStarted.Equal(before.StepStarted) {
+		t.Errorf("after dropping the replacement: %v %% since %s, want 50 since %s", r.Percent, r.StepStarted, before.StepStarted)
+	}
+	if code := admin(t, "DELETE", "/feature-flags/flags/canary/runtime?actor=alice", "", nil); code != http.StatusNotFound {
+		t.Errorf("a second DELETE …/runtime (only the rollout's progress left): %d, want 404", code)
+	}
+	other := strings.Replace(described, `"steps":[20,50,100]`, `"steps":[30,100]`, 1)
+	if other == described {
+		t.Fatalf("the definition does not read as expected: %s", described)
+	}
+	admin(t, "PUT", "/feature-flags/flags/canary?actor=alice", other, nil)
+	waitRollout(t, 5*time.Second, "restarted at 30 %", func(r *rolloutReport) bool { return r.Percent == 30 && r.Step == 1 })
+}

@@ -102,3 +102,20 @@ func TestFingerprint(t *testing.T) {
 		t.Fatal("a longer step_duration kept the fingerprint")
 	}
 }
+
+// TestPauseInsteadOfRollback: with on_failure: pause, a failing guard
+// stops the rollout where it is, for changes that cannot be undone.
+func TestPauseInsteadOfRollback(t *testing.T) {
+	plan := simPlan(t, false)
+	plan.OnFailure = "pause"
+	s := New(plan, t0, "test")
+	s.Apply(plan, Decision{At: t0, Action: Advance})
+	d := Next(plan, &s, Evidence{Candidate: Arm{Requests: 400, Failures: 40}, Control: Arm{Requests: 40000, Failures: 400}}, t0.Add(time.Minute))
+	if d == nil || d.Action != Pause || d.ToPercent != 5 {
+		t.Fatalf("%+v, want a pause at 5 %%", d)
+	}
+	s.Apply(plan, *d)
+	if s.Status != Paused || s.Share(plan) != 500 {
+		t.Errorf("%s at %d basis points, want paused at 500", s.Status, s.Share(plan))
+	}
+}

@@ -150,7 +150,11 @@ type rolloutSummary struct {
 type overview struct {
 	Version         string            `json:"version"`
 	Sources         []sourceStatus    `json:"sources"`
-	StateFile       string            `json:"state_file"`
+	// StateStore is where the runtime layer is kept: state_file <path>,
+	// or storage <prefix> for a fleet; StateStoreError says since when
+	// and why a fleet's store does not answer (the last layer read serves).
+	StateStore      string            `json:"state_store"`
+	StateStoreError *loadError        `json:"state_store_error,omitempty"`
 	LastError       *loadError        `json:"last_error,omitempty"`
 	Flags           []flagSummary     `json:"flags"`
 	RuntimeOrphans  []string          `json:"runtime_orphans,omitempty"`
@@ -164,7 +168,7 @@ func (a *App) overview() overview {
 	set := a.set.Load()
 	st := a.loader.status()
 	entries := a.loader.layer.snapshot()
-	o := overview{Version: set.Version, Sources: st.sources, StateFile: a.loader.layer.path, LastError: st.lastErr,
+	o := overview{Version: set.Version, Sources: st.sources, StateStore: a.loader.layer.store.where(), StateStoreError: a.loader.layer.storeError(), LastError: st.lastErr,
 		RuntimeOrphans: st.orphans, RuntimeSetAside: st.setAside, RuntimeDiffers: a.loader.differs(entries),
 		RecentChanges: a.loader.layer.recentChanges(), Flags: make([]flagSummary, set.Len())}
 	for i := range o.Flags {
@@ -360,27 +364,34 @@ func (a *App) change(c Change, fn changeFunc) (Change, error) {
 		if err := a.checkSet(b.set); err != nil {
 			return apiError(http.StatusBadRequest, "the change would break the flags; nothing changed:\n%v", err)
 		}
+		c.At, c.Before, c.After = time.Now().UTC(), before, flagJSON(b.set, key)
 		return nil
-	})
+	}, &c)
 	if err != nil {
 		metricAdminChanges.WithLabelValues(action, "refused").Inc()
 		var apiErr caddy.APIError
 		if errors.As(err, &apiErr) {
 			return Change{}, err
 		}
-		return Change{}, apiError(http.StatusInternalServerError, "%v", err)
+		// The store did not take it: nothing changed, here or elsewhere.
+		return Change{}, apiError(http.StatusServiceUnavailable, "%v", err)
 	}
 	l.adopt(b)
 	l.swap(b.set)
-	c.At, c.Before, c.After = time.Now().UTC(), before, flagJSON(b.set, key)
 	metricAdminChanges.WithLabelValues(action, "ok").Inc()
-	a.record(c, b.set.Version)
+	a.logChange(c, b.set.Version)
 	return c, nil
 }
 
-// record keeps a change in the recent changes and writes it to the audit log.
+// record keeps a change edgeflags made by itself in the recent changes,
+// and writes it to the audit log.
 func (a *App) record(c Change, version string) {
 	a.loader.layer.record(c)
+	a.logChange(c, version)
+}
+
+// logChange writes a change to the audit log.
+func (a *App) logChange(c Change, version string) {
 	fields := []zap.Field{zap.String("actor", c.Actor), zap.String("reason", c.Reason), zap.String("remote_addr", c.RemoteAddr),
 		zap.String("flag", c.Flag), zap.String("action", c.Action), zap.String("version", version),
 		zap.Reflect("before", c.Before), zap.Reflect("after", c.After)}

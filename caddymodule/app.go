@@ -74,6 +74,12 @@ type App struct {
 	// Default: feature_flags/state.json under Caddy's data directory.
 	StateFile string `json:"state_file,omitempty"`
 
+	// StateStorage keeps the runtime layer in Caddy's configured storage
+	// instead (the global storage block), shared by every node that uses
+	// the same storage and prefix: a fleet. Every node serves a change
+	// within about 2 s.
+	StateStorage *StateStorage `json:"state_storage,omitempty"`
+
 	// GeoIP is a MaxMind DB format country (or city) database, reloaded
 	// when the file changes. Without it every country is XX.
 	GeoIP string `json:"geoip,omitempty"`
@@ -169,6 +175,13 @@ type Cookie struct {
 	Consent *Consent `json:"consent,omitempty"`
 }
 
+// StateStorage keeps the runtime layer in Caddy's storage.
+type StateStorage struct {
+	// Prefix of the fleet's keys, so that several fleets can share one
+	// store. Default: feature_flags/.
+	Prefix string `json:"prefix,omitempty"`
+}
+
 // Consent names the cookie a consent banner sets.
 type Consent struct {
 	// Cookie is the consent cookie's name.
@@ -247,10 +260,23 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	if a.StateFile == "" {
-		a.StateFile = filepath.Join(caddy.AppDataDir(), "feature_flags", "state.json")
+	var store layerStore
+	switch {
+	case a.StateStorage != nil && a.StateFile != "":
+		return fmt.Errorf("feature_flags: state_file and state_storage both keep the runtime layer: keep one (state_storage for a fleet)")
+	case a.StateStorage != nil:
+		prefix := a.StateStorage.Prefix
+		if prefix == "" {
+			prefix = DefaultStatePrefix
+		}
+		store = storageStore{storage: ctx.Storage(), prefix: strings.TrimSuffix(prefix, "/") + "/"}
+	default:
+		if a.StateFile == "" {
+			a.StateFile = filepath.Join(caddy.AppDataDir(), "feature_flags", "state.json")
+		}
+		store = fileStore{path: a.StateFile}
 	}
-	layer, err := openRuntimeLayer(a.StateFile)
+	layer, err := openRuntimeLayer(store)
 	if err != nil {
 		return err
 	}
@@ -356,7 +382,7 @@ func (a *App) logStart() {
 		sources = append(sources, fmt.Sprintf("%s (%d flags)", src.Location, src.Flags))
 	}
 	fields := []zap.Field{zap.Int("flags", set.Len()), zap.String("version", set.Version), zap.Strings("sources", sources),
-		zap.String("state_file", a.loader.layer.path), zap.Int("runtime_entries", len(a.loader.layer.snapshot()))}
+		zap.String("state", a.loader.layer.store.where()), zap.Int("runtime_entries", len(a.loader.layer.snapshot()))}
 	if a.geo != nil {
 		db := a.geo.Database()
 		fields = append(fields, zap.String("geoip", db.Path), zap.String("geoip_type", db.Type), zap.Time("geoip_built", db.Built))

@@ -37,6 +37,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			flags_url_redirects same_host|any      # default same_host: same host, no HTTPS → HTTP
 //			allow_empty_flags                      # let a source that defined flags define none
 //			state_file     <path>                  # the admin API's runtime layer
+//			state_storage  [<prefix>]              # or in Caddy's storage, shared by a fleet
 //			geoip          <path> [<check_interval>]
 //			identity       <placeholder|cookie>... # default: cookie
 //			cookie         [<name>] {
@@ -107,6 +108,14 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&a.StateFile) {
 				return d.ArgErr()
 			}
+		case "state_storage":
+			a.StateStorage = &StateStorage{}
+			if d.NextArg() {
+				a.StateStorage.Prefix = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "geoip":
 			args := d.RemainingArgs()
 			if len(args) < 1 || len(args) > 2 {
@@ -169,7 +178,7 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			a.Exposures = x
 		default:
-			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, flags_url_redirects, allow_empty_flags, state_file, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures, failure_statuses", d.Val())
+			return d.Errf("unknown feature_flags option %q: options are flags_file, flags_check_interval, flags_url, flags_url_redirects, allow_empty_flags, state_file, state_storage, geoip, identity, cookie, header_prefix, country_header, override_from, override_secret, override_cookie, bots, exposures, failure_statuses", d.Val())
 		}
 	}
 	return nil

@@ -511,6 +511,10 @@ func (l *loader) start() {
 		l.wg.Add(1)
 		go l.pollURL()
 	}
+	if s, shared := l.layer.store.(storageStore); shared {
+		l.wg.Add(1)
+		go l.watchLayer(s)
+	}
 }
 
 func (l *loader) close() {

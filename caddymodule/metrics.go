@@ -46,6 +46,10 @@ var (
 		Namespace: "caddy", Subsystem: "feature_flags", Name: "sample_ratio_p_value",
 		Help: "P-value of the sample ratio mismatch test of a split (users first exposed per variant in the window against the weights); below 0.001 the split is broken.",
 	}, []string{"flag", "rule"})
+	metricStoreUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "feature_flags", Name: "state_store_up",
+		Help: "1 when the fleet's store (state_storage) answered the last poll, 0 when it did not: the last layer read serves on.",
+	})
 	metricExposureResets = prometheus.NewCounter(prometheus.CounterOpts{
 		Namespace: "caddy", Subsystem: "feature_flags", Name: "exposure_resets_total",
 		Help: "Times a part of the exposure memory was full and started over (its users are recorded again): raise max_entries.",
@@ -111,7 +115,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges, metricRuntimeSetAside, metricSampleRatio, metricExposureResets,
-		metricVariantRequests, metricVariantFailures, metricVariantTTFB, metricRolloutDecisions, metricRolloutPercent} {
+		metricVariantRequests, metricVariantFailures, metricVariantTTFB, metricRolloutDecisions, metricRolloutPercent, metricStoreUp} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

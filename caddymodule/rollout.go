@@ -251,7 +251,7 @@ func (a *App) saveRolloutEvidence() {
 				e.Rollout = &st
 			}
 			return e, ok
-		}, func(map[string]runtimeEntry) error { return nil })
+		}, func(map[string]runtimeEntry) error { return nil }, nil)
 		if err != nil {
 			a.logger.Named("rollout").Warn("saving a rollout step's counts", zap.String("flag", key), zap.Error(err))
 		}
@@ -273,8 +273,8 @@ func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, c
 	if err != nil {
 		return err
 	}
-	var d rollout.Decision
-	c, err := a.change(Change{RemoteAddr: r.RemoteAddr, Flag: key, Action: "rollout_" + command, Actor: actor, Reason: reason},
+	var d rollout.Decision // the audit record points to it: fn fills it in before the change is stored
+	c, err := a.change(Change{RemoteAddr: r.RemoteAddr, Flag: key, Action: "rollout_" + command, Actor: actor, Reason: reason, Decision: &d},
 		func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 			i, ok := set.Index(key)
 			if !ok {
@@ -297,7 +297,6 @@ func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, c
 	if err != nil {
 		return err
 	}
-	c.Decision = &d
 	metricRolloutDecisions.WithLabelValues(key, command, "person").Inc()
 	return writeJSON(w, c)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -15,16 +16,19 @@ import (
 )
 
 // runtimeLayer is the admin API's layer on top of the flag sources: per
-// flag, an enabled override (the kill switch) and/or a whole replacement
-// definition. It is kept in a state file so it survives restarts, and
-// shared by every config that names the same file, so it survives config
-// reloads too. Each edge node has its own.
+// flag, an enabled override (the kill switch), a whole replacement
+// definition, and a guarded rollout's state. It is kept in a store — the
+// state file of one node, or Caddy's storage shared by a fleet — so it
+// survives restarts, and shared by every config of the process that names
+// the same store, so it survives config reloads too.
 type runtimeLayer struct {
-	path string
+	store layerStore
 
-	mu      sync.Mutex
-	entries map[string]runtimeEntry
-	recent  []Change // newest last, at most maxRecent
+	mu         sync.Mutex
+	entries    map[string]runtimeEntry
+	recent     []Change // newest last, at most maxRecent
+	generation uint64   // of the document entries came from
+	storeErr   *loadError
 }
 
 // runtimeEntry is the runtime layer's word on one flag.
@@ -56,10 +60,16 @@ type Change struct {
 
 const maxRecent = 100
 
-// stateFile is what the state file holds.
+// stateFile is what a store holds.
 type stateFile struct {
-	Version int                     `json:"version"`
-	Flags   map[string]runtimeEntry `json:"flags"`
+	Version int `json:"version"` // of the format: 1
+	// Generation counts the writes: a node serves a document with a
+	// larger one than it has.
+	Generation uint64                  `json:"generation,omitempty"`
+	Flags      map[string]runtimeEntry `json:"flags"`
+	// Recent are the latest changes, newest last: the audit trail every
+	// node of a fleet lists.
+	Recent []Change `json:"recent,omitempty"`
 }
 
 var (
@@ -67,32 +77,68 @@ var (
 	layers   = map[string]*runtimeLayer{}
 )
 
-// openRuntimeLayer returns the layer kept in path, reading the file the
-// first time. A file that cannot be read is an error: starting without it
-// would silently undo kill switches.
-func openRuntimeLayer(path string) (*runtimeLayer, error) {
+// openRuntimeLayer returns the layer kept in store, reading it the first
+// time (and, for a shared store, again: another node may have changed
+// it). A store that cannot be read is an error: starting without it would
+// silently undo kill switches.
+func openRuntimeLayer(store layerStore) (*runtimeLayer, error) {
 	layersMu.Lock()
 	defer layersMu.Unlock()
-	if l, ok := layers[path]; ok {
-		return l, nil
-	}
-	l := &runtimeLayer{path: path, entries: map[string]runtimeEntry{}}
-	data, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("feature_flags: state_file %s: %w", path, err)
-	default:
-		var sf stateFile
-		if err := json.Unmarshal(data, &sf); err != nil {
-			return nil, fmt.Errorf("feature_flags: state_file %s is not valid (%v): it holds the admin API's changes; fix it, or remove it to drop them", path, err)
-		}
-		if sf.Flags != nil {
-			l.entries = sf.Flags
+	l, ok := layers[store.where()]
+	if ok {
+		if _, shared := store.(storageStore); !shared {
+			return l, nil
 		}
 	}
-	layers[path] = l
+	doc, err := store.read()
+	if err != nil {
+		return nil, fmt.Errorf("feature_flags: %w", err)
+	}
+	if !ok {
+		l = &runtimeLayer{entries: map[string]runtimeEntry{}}
+		layers[store.where()] = l
+	}
+	l.mu.Lock()
+	l.store = store // a reload may bring another storage module
+	l.mu.Unlock()
+	l.follow(doc)
 	return l, nil
+}
+
+// follow takes a document read from the store when it is newer than the
+// one the layer has, and reports whether it did.
+func (l *runtimeLayer) follow(doc stateFile) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if doc.Generation < l.generation || doc.Generation == l.generation && l.generation > 0 {
+		return false
+	}
+	l.entries, l.recent, l.generation = doc.Flags, doc.Recent, doc.Generation
+	if l.entries == nil {
+		l.entries = map[string]runtimeEntry{}
+	}
+	return true
+}
+
+// storeAnswered notes whether the shared store answered the last poll.
+func (l *runtimeLayer) storeAnswered(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil:
+		l.storeErr = nil
+		metricStoreUp.Set(1)
+	case l.storeErr == nil:
+		l.storeErr = &loadError{Message: err.Error(), Source: l.store.where(), At: time.Now().UTC()}
+		metricStoreUp.Set(0)
+	}
+}
+
+// storeError returns since when, and why, the shared store does not answer.
+func (l *runtimeLayer) storeError() *loadError {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.storeErr
 }
 
 // snapshot returns a copy of the entries, for building a flag set.
@@ -118,36 +164,54 @@ func (l *runtimeLayer) recentChanges() []Change {
 }
 
 // update changes the entry for key with fn (which returns false to drop
-// it), lets try build and check the resulting flag set, and only when that
-// succeeds writes the state file and keeps the change. It returns what
-// try returned.
-func (l *runtimeLayer) update(key string, fn func(e runtimeEntry, ok bool) (runtimeEntry, bool), try func(map[string]runtimeEntry) error) error {
+// it) in the latest document of the store, lets try build and check the
+// resulting flag set, and only when that succeeds stores it — with audit,
+// when given, added to the recent changes — and keeps the change. It
+// returns what try returned, or why the store refused.
+func (l *runtimeLayer) update(key string, fn func(e runtimeEntry, ok bool) (runtimeEntry, bool), try func(map[string]runtimeEntry) error, audit *Change) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	next := make(map[string]runtimeEntry, len(l.entries)+1)
-	for k, v := range l.entries {
-		next[k] = v
-	}
-	old, ok := next[key]
-	if e, keep := fn(old, ok); keep {
-		next[key] = e
-	} else {
-		delete(next, key)
-	}
-	if err := try(next); err != nil {
+	var kept stateFile
+	err := l.store.transact(func(cur stateFile) (stateFile, error) {
+		next := make(map[string]runtimeEntry, len(cur.Flags)+1)
+		for k, v := range cur.Flags {
+			next[k] = v
+		}
+		old, ok := next[key]
+		if e, keep := fn(old, ok); keep {
+			next[key] = e
+		} else {
+			delete(next, key)
+		}
+		if err := try(next); err != nil {
+			return cur, err
+		}
+		recent := cur.Recent
+		if cur.Generation == l.generation {
+			recent = l.recent // with this node's own records since
+		}
+		if audit != nil {
+			recent = append(slices.Clip(recent), *audit)
+			if len(recent) > maxRecent {
+				recent = recent[len(recent)-maxRecent:]
+			}
+		}
+		kept = stateFile{Version: 1, Generation: cur.Generation + 1, Flags: next, Recent: recent}
+		return kept, nil
+	})
+	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(l.path, mustJSON(stateFile{Version: 1, Flags: next})); err != nil {
-		return fmt.Errorf("the change was not applied: writing state_file %s: %w", l.path, err)
-	}
-	l.entries = next
+	l.entries, l.recent, l.generation = kept.Flags, kept.Recent, kept.Generation
 	return nil
 }
 
+// record keeps a change edgeflags made by itself in this node's recent
+// changes (a fleet's store keeps those made through update).
 func (l *runtimeLayer) record(c Change) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.recent = append(l.recent, c)
+	l.recent = append(slices.Clip(l.recent), c)
 	if len(l.recent) > maxRecent {
 		l.recent = l.recent[len(l.recent)-maxRecent:]
 	}

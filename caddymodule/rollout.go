@@ -235,8 +235,10 @@ func sameState(a, b *rollout.State) bool {
 	return a.Plan == b.Plan && a.Status == b.Status && a.Step == b.Step && a.StepStarted.Equal(b.StepStarted)
 }
 
-// saveRolloutEvidence writes the running steps' counts to the state file.
+// saveRolloutEvidence writes the running steps' counts to the store.
 func (a *App) saveRolloutEvidence() {
+	a.loader.mu.Lock() // as every write of the layer: a fleet's poll reads under it
+	defer a.loader.mu.Unlock()
 	l := a.loader.layer
 	for key, e := range l.snapshot() {
 		if e.Rollout == nil || e.Rollout.Status != rollout.Running {

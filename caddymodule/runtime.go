@@ -95,30 +95,40 @@ func openRuntimeLayer(store layerStore) (*runtimeLayer, error) {
 		return nil, fmt.Errorf("feature_flags: %w", err)
 	}
 	if !ok {
-		l = &runtimeLayer{entries: map[string]runtimeEntry{}}
+		l = &runtimeLayer{}
 		layers[store.where()] = l
 	}
 	l.mu.Lock()
 	l.store = store // a reload may bring another storage module
 	l.mu.Unlock()
-	l.follow(doc)
+	if _, err := l.follow(doc); err != nil {
+		return nil, fmt.Errorf("feature_flags: %s: %w", store.where(), err)
+	}
 	return l, nil
 }
 
-// follow takes a document read from the store when it is newer than the
-// one the layer has, and reports whether it did.
-func (l *runtimeLayer) follow(doc stateFile) bool {
+// follow takes a document read from the store when it is another than
+// the one the layer has — the store is the truth, even one restored from
+// a backup — and reports whether it did. A store with no document at all
+// after one was read is not followed: a lost key must not silently drop
+// the fleet's kill switches (errLayerMissing).
+func (l *runtimeLayer) follow(doc stateFile) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if doc.Generation < l.generation || doc.Generation == l.generation && l.generation > 0 {
-		return false
+	switch {
+	case doc.Generation == 0 && l.generation > 0:
+		return false, errLayerMissing
+	case doc.Generation == l.generation && l.entries != nil:
+		return false, nil
 	}
 	l.entries, l.recent, l.generation = doc.Flags, doc.Recent, doc.Generation
 	if l.entries == nil {
 		l.entries = map[string]runtimeEntry{}
 	}
-	return true
+	return true, nil
 }
+
+var errLayerMissing = errors.New("the fleet's runtime layer is missing from the store: this node serves the last one it read, and its next change stores that copy again")
 
 // storeAnswered notes whether the shared store answered the last poll.
 func (l *runtimeLayer) storeAnswered(err error) {
@@ -173,6 +183,9 @@ func (l *runtimeLayer) update(key string, fn func(e runtimeEntry, ok bool) (runt
 	defer l.mu.Unlock()
 	var kept stateFile
 	err := l.store.transact(func(cur stateFile) (stateFile, error) {
+		if cur.Generation == 0 && l.generation > 0 { // the store lost it: this node's copy is the best there is
+			cur = stateFile{Version: 1, Generation: l.generation, Flags: l.entries, Recent: l.recent}
+		}
 		next := make(map[string]runtimeEntry, len(cur.Flags)+1)
 		for k, v := range cur.Flags {
 			next[k] = v

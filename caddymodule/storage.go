@@ -160,32 +160,39 @@ func (l *loader) watchLayer(s storageStore) {
 		}
 		token, err := s.stat()
 		if err == nil && token != seen {
-			var doc stateFile
-			if doc, err = s.read(); err == nil {
+			if err = l.followLayer(s); err == nil {
 				seen = token
-				l.followLayer(doc)
 			}
 		}
-		l.layer.storeAnswered(err)
-		if err != nil {
-			l.logger.Warn("the fleet's store does not answer: the last layer read serves on", zap.String("store", s.where()), zap.Error(err))
+		if was := l.layer.storeError(); err != nil && was == nil {
+			l.logger.Error("the fleet's store does not answer: the last layer read serves on", zap.String("store", s.where()), zap.Error(err))
+		} else if err == nil && was != nil {
+			l.logger.Info("the fleet's store answers again", zap.String("store", s.where()), zap.Time("failing_since", was.At))
 		}
+		l.layer.storeAnswered(err)
 	}
 }
 
-// followLayer serves a document another node stored, when it is newer
-// than the one this node has.
-func (l *loader) followLayer(doc stateFile) {
+// followLayer reads the layer and serves it, when it is another than the
+// one this node has. It holds the loader's lock, so that no change of
+// this node's is stored between the read and the swap.
+func (l *loader) followLayer(s storageStore) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.layer.follow(doc) {
-		return
+	doc, err := s.read()
+	if err != nil {
+		return err
+	}
+	changed, err := l.layer.follow(doc)
+	if !changed || err != nil {
+		return err
 	}
 	b := l.build(l.base, l.layer.snapshot())
 	if err := l.app.checkSet(b.set); err != nil {
 		l.logger.Error("the fleet's runtime layer does not fit this node's flags: the last good set serves", zap.Error(err))
-		return
+		return nil
 	}
 	l.adopt(b)
 	l.swap(b.set)
+	return nil
 }

@@ -148,8 +148,8 @@ type rolloutSummary struct {
 }
 
 type overview struct {
-	Version         string            `json:"version"`
-	Sources         []sourceStatus    `json:"sources"`
+	Version string         `json:"version"`
+	Sources []sourceStatus `json:"sources"`
 	// StateStore is where the runtime layer is kept: state_file <path>,
 	// or storage <prefix> for a fleet; StateStoreError says since when
 	// and why a fleet's store does not answer (the last layer read serves).

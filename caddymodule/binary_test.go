@@ -218,11 +218,15 @@ http://%s {
 }
 
 // startBinary runs the built caddy on config, with its data and config
-// directories in dir; the test kills it when it ends.
-func startBinary(t *testing.T, bin, config, dir string) *exec.Cmd {
+// directories in dir; the test kills it when it ends. opts adjust the
+// command before it starts.
+func startBinary(t *testing.T, bin, config, dir string, opts ...func(*exec.Cmd)) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", config)
 	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	for _, opt := range opts {
+		opt(cmd)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

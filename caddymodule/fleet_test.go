@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -27,24 +28,59 @@ type fleetNode struct {
 
 type fleet struct {
 	t     *testing.T
+	root  string // everything of the fleet: binary, store, flags, nodes
 	bin   string
 	store string
 	flags string
 	nodes []*fleetNode
 }
 
+// nobody is the user the nodes run as when the tests run as root, so that
+// file permissions hold for them.
+const nobody = 65534
+
 func newFleet(t *testing.T, flags string) *fleet {
-	f := &fleet{t: t, bin: buildCaddy(t), store: filepath.Join(t.TempDir(), "store"), flags: filepath.Join(t.TempDir(), "flags.yaml")}
-	if err := os.WriteFile(f.flags, []byte(flags), 0o644); err != nil {
+	root, err := os.MkdirTemp("", "fleet-")
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	os.Chmod(root, 0o755)
+	f := &fleet{t: t, root: root, bin: filepath.Join(root, "caddy"), store: filepath.Join(root, "store"), flags: filepath.Join(root, "flags.yaml")}
+	data, err := os.ReadFile(buildCaddy(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(f.bin, data, 0o755)
+	os.WriteFile(f.flags, []byte(flags), 0o644)
+	os.Mkdir(f.store, 0o700)
+	f.own(f.store)
 	return f
+}
+
+// own gives path to the nodes' user.
+func (f *fleet) own(path string) {
+	if os.Getuid() == 0 {
+		if err := os.Chown(path, nobody, nobody); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// asNodes runs a node as nobody when the tests run as root.
+func asNodes(cmd *exec.Cmd) {
+	if os.Getuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	}
 }
 
 // add starts a node and waits until its edge answers.
 func (f *fleet) add() *fleetNode {
 	t := f.t
-	n := &fleetNode{admin: fmt.Sprintf("localhost:%d", freePort()), edge: fmt.Sprintf("127.0.0.1:%d", freePort()), dir: t.TempDir()}
+	n := &fleetNode{admin: fmt.Sprintf("localhost:%d", freePort()), edge: fmt.Sprintf("127.0.0.1:%d", freePort())}
+	n.dir = filepath.Join(f.root, fmt.Sprintf("node-%d", len(f.nodes)+1))
+	os.Mkdir(n.dir, 0o700)
+	f.own(n.dir)
 	n.config = filepath.Join(n.dir, "Caddyfile")
 	os.WriteFile(n.config, []byte(fmt.Sprintf(`{
 	admin %s
@@ -59,7 +95,8 @@ http://%s {
 	respond "{feature.checkout}"
 }
 `, n.admin, f.store, f.flags, n.edge)), 0o644)
-	n.cmd = startBinary(t, f.bin, n.config, n.dir)
+	f.own(n.config)
+	n.cmd = startBinary(t, f.bin, n.config, n.dir, asNodes)
 	for range 200 {
 		if _, err := n.get(); err == nil {
 			f.nodes = append(f.nodes, n)
@@ -212,4 +249,99 @@ func TestFleetConcurrentChangesAreNotLost(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A node killed with SIGKILL in a burst of writes leaves the store valid;
+// the others keep serving, and take changes again once its lock is stale.
+func TestFleetSurvivesANodeKilledMidWrite(t *testing.T) {
+	f := newFleet(t, "flags:\n  checkout: {rules: [{serve: on}]}\n")
+	n1, n2, n3 := f.add(), f.add(), f.add()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				n3.call("PUT", fmt.Sprintf("/feature-flags/flags/burst-%d-%d?actor=load", w, i), `{"header": false, "rules": [{"serve": "on"}]}`)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	n3.cmd.Process.Kill()
+	wg.Wait()
+
+	data, err := os.ReadFile(filepath.Join(f.store, "feature_flags", "layer.json"))
+	var doc stateFile
+	if err != nil || json.Unmarshal(data, &doc) != nil || doc.Generation == 0 {
+		t.Fatalf("the store after the kill: %v, %.200s", err, data)
+	}
+	t.Logf("the killed node had stored %d changes (generation %d)", len(doc.Flags), doc.Generation)
+	for _, n := range []*fleetNode{n1, n2} {
+		if got, err := n.get(); err != nil || got != "on" {
+			t.Errorf("node %s after the kill: %q %v", n.edge, got, err)
+		}
+	}
+	start := time.Now()
+	if code, body := n1.call("POST", "/feature-flags/flags/checkout/disable?actor=oncall", ""); code != 200 {
+		t.Fatalf("a change after the kill: %d %s", code, body)
+	}
+	t.Logf("the first change after the kill took %s (the dead node's lock goes stale after 10 s)", time.Since(start).Round(time.Millisecond))
+	n2.waitFor(t, "off", 3*time.Second)
+}
+
+// A store the nodes cannot read: they keep serving their last layer and
+// say so; admin changes fail clearly; both recover when it returns.
+func TestFleetStoreUnreadable(t *testing.T) {
+	f := newFleet(t, "flags:\n  checkout: {rules: [{serve: on}]}\n")
+	n1, n2 := f.add(), f.add()
+	if code, _ := n1.call("POST", "/feature-flags/flags/checkout/disable?actor=oncall", ""); code != 200 {
+		t.Fatal("disable")
+	}
+	n2.waitFor(t, "off", 3*time.Second)
+
+	os.Chmod(f.store, 0)
+	time.Sleep(1500 * time.Millisecond)
+	var o struct {
+		StateStoreError *loadError `json:"state_store_error"`
+	}
+	_, body := n2.call("GET", "/feature-flags/", "")
+	json.Unmarshal([]byte(body), &o)
+	if o.StateStoreError == nil || !strings.Contains(o.StateStoreError.Message, "permission denied") {
+		t.Errorf("node 2 does not say the store is unreadable: %s", body)
+	}
+	if got, _ := n2.get(); got != "off" {
+		t.Errorf("node 2 with the store unreadable answers %q, want its last layer's off", got)
+	}
+	if m := fleetMetric(t, n2, "caddy_feature_flags_state_store_up"); m != "0" {
+		t.Errorf("state_store_up = %q, want 0", m)
+	}
+	code, body := n1.call("POST", "/feature-flags/flags/checkout/enable?actor=oncall", "")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "the change was not applied") {
+		t.Errorf("a change with the store unreadable: %d %s, want 503 saying it was not applied", code, body)
+	}
+	if got, _ := n1.get(); got != "off" {
+		t.Errorf("node 1 after a refused change answers %q: the change must not apply on the node alone", got)
+	}
+
+	os.Chmod(f.store, 0o700)
+	time.Sleep(1500 * time.Millisecond)
+	if m := fleetMetric(t, n2, "caddy_feature_flags_state_store_up"); m != "1" {
+		t.Errorf("state_store_up after the store returned = %q, want 1", m)
+	}
+	if code, body := n1.call("POST", "/feature-flags/flags/checkout/enable?actor=oncall", ""); code != 200 {
+		t.Fatalf("a change after the store returned: %d %s", code, body)
+	}
+	n2.waitFor(t, "on", 3*time.Second)
+}
+
+// fleetMetric reads one metric's value from a node's admin endpoint.
+func fleetMetric(t *testing.T, n *fleetNode, name string) string {
+	t.Helper()
+	_, body := n.call("GET", "/metrics", "")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -104,6 +104,7 @@ func openRuntimeLayer(store layerStore) (*runtimeLayer, error) {
 	if _, err := l.follow(doc); err != nil {
 		return nil, fmt.Errorf("feature_flags: %s: %w", store.where(), err)
 	}
+	metricStoreUp.Set(1)
 	return l, nil
 }
 

@@ -77,7 +77,9 @@ const DefaultStatePrefix = "feature_flags/"
 
 // storeTimeout bounds one conversation with the store: a store that does
 // not answer fails the change, clearly, rather than hanging the admin API.
-const storeTimeout = 10 * time.Second
+// It outlasts the lock of a node that died holding it (the file system
+// storage takes a lock not refreshed for 10 s as stale).
+const storeTimeout = 15 * time.Second
 
 func (s storageStore) where() string { return "storage " + s.prefix }
 

@@ -147,14 +147,22 @@ type rolloutSummary struct {
 	Steps   int            `json:"steps"`
 }
 
+type fleetStatus struct {
+	Node  string            `json:"node"`
+	Nodes []fleetNodeStatus `json:"nodes"`
+}
+
 type overview struct {
 	Version string         `json:"version"`
 	Sources []sourceStatus `json:"sources"`
 	// StateStore is where the runtime layer is kept: state_file <path>,
 	// or storage <prefix> for a fleet; StateStoreError says since when
 	// and why a fleet's store does not answer (the last layer read serves).
-	StateStore      string            `json:"state_store"`
-	StateStoreError *loadError        `json:"state_store_error,omitempty"`
+	StateStore      string     `json:"state_store"`
+	StateStoreError *loadError `json:"state_store_error,omitempty"`
+	// Fleet is this node's name and the nodes it last read from the
+	// store, this one first, with the layer generation each serves.
+	Fleet           *fleetStatus      `json:"fleet,omitempty"`
 	LastError       *loadError        `json:"last_error,omitempty"`
 	Flags           []flagSummary     `json:"flags"`
 	RuntimeOrphans  []string          `json:"runtime_orphans,omitempty"`
@@ -185,6 +193,9 @@ func (a *App) overview() overview {
 		}
 	}
 	o.Exposures = a.exposures.status()
+	if a.fleet != nil {
+		o.Fleet = &fleetStatus{Node: a.fleet.node, Nodes: a.fleet.status()}
+	}
 	return o
 }
 

@@ -149,6 +149,9 @@ type App struct {
 	stopChecks      chan struct{} // stops the sample ratio checks
 	stopRollouts    chan struct{} // stops the rollout watcher, which closes rolloutsDone once it saved the counts
 	rolloutsDone    chan struct{}
+	fleet           *fleetView    // the other nodes, with state_storage
+	stopFleet       chan struct{} // stops publishing this node's key, which closes fleetDone once deleted
+	fleetDone       chan struct{}
 	failures        statusSet
 	observed        atomic.Pointer[observedFlags]
 	counters        atomic.Pointer[evalCounters]
@@ -180,6 +183,10 @@ type StateStorage struct {
 	// Prefix of the fleet's keys, so that several fleets can share one
 	// store. Default: feature_flags/.
 	Prefix string `json:"prefix,omitempty"`
+	// Node names this node in the fleet's store (its key under
+	// <prefix>nodes/). Default: the host name and the process id. A name
+	// that outlives restarts keeps a node's rollout counts across them.
+	Node string `json:"node,omitempty"`
 }
 
 // Consent names the cookie a consent banner sets.
@@ -269,7 +276,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if prefix == "" {
 			prefix = DefaultStatePrefix
 		}
-		store = storageStore{storage: ctx.Storage(), prefix: strings.TrimSuffix(prefix, "/") + "/"}
+		shared := storageStore{storage: ctx.Storage(), prefix: strings.TrimSuffix(prefix, "/") + "/"}
+		a.fleet = &fleetView{store: shared, node: firstNonEmpty(a.StateStorage.Node, defaultNodeName())}
+		if strings.ContainsAny(a.fleet.node, "/\\") {
+			return fmt.Errorf("feature_flags: state_storage node %q: a node name cannot hold / or \\", a.fleet.node)
+		}
+		store = shared
 	default:
 		if a.StateFile == "" {
 			a.StateFile = filepath.Join(caddy.AppDataDir(), "feature_flags", "state.json")
@@ -367,6 +379,10 @@ func (a *App) Start() error {
 	}
 	a.stopRollouts, a.rolloutsDone = make(chan struct{}), make(chan struct{})
 	go a.watchRollouts(a.stopRollouts, a.rolloutsDone)
+	if a.fleet != nil {
+		a.stopFleet, a.fleetDone = make(chan struct{}), make(chan struct{})
+		go a.watchFleet(a.fleet, a.stopFleet, a.fleetDone)
+	}
 	active.Store(a)
 	a.logStart()
 	a.warnLooseProxies()
@@ -426,6 +442,10 @@ func (a *App) Stop() error {
 	if a.stopRollouts != nil {
 		close(a.stopRollouts)
 		<-a.rolloutsDone
+	}
+	if a.stopFleet != nil {
+		close(a.stopFleet)
+		<-a.fleetDone
 	}
 	return nil
 }

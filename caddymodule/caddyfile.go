@@ -37,7 +37,9 @@ func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 //			flags_url_redirects same_host|any      # default same_host: same host, no HTTPS → HTTP
 //			allow_empty_flags                      # let a source that defined flags define none
 //			state_file     <path>                  # the admin API's runtime layer
-//			state_storage  [<prefix>]              # or in Caddy's storage, shared by a fleet
+//			state_storage  [<prefix>] {            # or in Caddy's storage, shared by a fleet
+//				node <name>                    # this node's name in it (default: host-pid)
+//			}
 //			geoip          <path> [<check_interval>]
 //			identity       <placeholder|cookie>... # default: cookie
 //			cookie         [<name>] {
@@ -115,6 +117,11 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if d.Val() != "node" || !d.AllArgs(&a.StateStorage.Node) {
+					return d.Errf("state_storage: the block takes node <name>, got %q", d.Val())
+				}
 			}
 		case "geoip":
 			args := d.RemainingArgs()

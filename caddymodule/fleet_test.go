@@ -74,8 +74,14 @@ func asNodes(cmd *exec.Cmd) {
 	}
 }
 
-// add starts a node and waits until its edge answers.
+// add starts a node serving the checkout flag, and waits until its edge
+// answers.
 func (f *fleet) add() *fleetNode {
+	return f.addSite("respond \"{feature.checkout}\"")
+}
+
+// addSite starts a node whose site runs feature_flags, then site.
+func (f *fleet) addSite(site string) *fleetNode {
 	t := f.t
 	n := &fleetNode{admin: fmt.Sprintf("localhost:%d", freePort()), edge: fmt.Sprintf("127.0.0.1:%d", freePort())}
 	n.dir = filepath.Join(f.root, fmt.Sprintf("node-%d", len(f.nodes)+1))
@@ -92,9 +98,9 @@ func (f *fleet) add() *fleetNode {
 }
 http://%s {
 	feature_flags
-	respond "{feature.checkout}"
+	%s
 }
-`, n.admin, f.store, f.flags, n.edge)), 0o644)
+`, n.admin, f.store, f.flags, n.edge, site)), 0o644)
 	f.own(n.config)
 	n.cmd = startBinary(t, f.bin, n.config, n.dir, asNodes)
 	for range 200 {
@@ -344,4 +350,93 @@ func fleetMetric(t *testing.T, n *fleetNode, name string) string {
 		}
 	}
 	return ""
+}
+
+// A fleet rollout: three nodes, each seeing a third of the traffic, the
+// candidate failing on every one of them: one rollback decision, on the
+// fleet's sums, applied on all three.
+func TestFleetRolloutRollsBackOnce(t *testing.T) {
+	f := newFleet(t, "flags:\n  canary:\n    rollout: {variant: on, steps: [20, 100], step_duration: 1h, min_requests: 50, guards: [{failure_rate: {max_increase: 2%}}]}\n")
+	site := strings.NewReplacer("CANDIDATE", candidateBackend(t, 10, 0), "CONTROL", controlBackend(t)).Replace(`@on feature canary on
+	handle @on {
+		reverse_proxy CANDIDATE
+	}
+	reverse_proxy CONTROL`)
+	for range 3 {
+		f.addSite(site)
+	}
+	status := func(n *fleetNode) *rolloutReport {
+		var fl struct{ Rollout *rolloutReport }
+		_, body := n.call("GET", "/feature-flags/flags/canary", "")
+		json.Unmarshal([]byte(body), &fl)
+		return fl.Rollout
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for status(f.nodes[2]) == nil && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	var sent sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 6 {
+		sent.Add(1)
+		go func() {
+			defer sent.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", "http://"+f.nodes[(w+i)%3].edge+"/", nil)
+				req.Header.Set("Cookie", fmt.Sprintf("ff_uid=fleet-user-%d-%06d", w, i))
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	var rolledBack time.Time
+	for time.Now().Before(deadline.Add(20 * time.Second)) {
+		if r := status(f.nodes[0]); r != nil && r.Status != "running" {
+			rolledBack = time.Now()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(stop)
+	sent.Wait()
+	if rolledBack.IsZero() {
+		t.Fatalf("no decision: %+v", status(f.nodes[0]))
+	}
+	for i, n := range f.nodes {
+		for status(n).Status != "rolled_back" {
+			if time.Since(rolledBack) > 2*time.Second {
+				t.Fatalf("node %d does not show the rollback 2 s after node 1: %+v", i+1, status(n))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if got, _ := n.get(); got != "old" {
+			t.Errorf("node %d after the rollback answers %q, want the control", i+1, got)
+		}
+	}
+	var o struct {
+		RecentChanges []Change     `json:"recent_changes"`
+		Fleet         *fleetStatus `json:"fleet"`
+	}
+	_, body := f.nodes[1].call("GET", "/feature-flags/", "")
+	json.Unmarshal([]byte(body), &o)
+	rollbacks := 0
+	for _, c := range o.RecentChanges {
+		if c.Action == "rollout_rollback" {
+			rollbacks++
+			t.Logf("the rollback: %s", c.Reason)
+		}
+	}
+	if rollbacks != 1 {
+		t.Errorf("%d rollback decisions in the fleet's audit trail, want one", rollbacks)
+	}
+	if o.Fleet == nil || len(o.Fleet.Nodes) != 3 {
+		t.Errorf("node 2 lists the fleet as %+v, want three nodes", o.Fleet)
+	}
 }

@@ -172,7 +172,7 @@ func (a *App) checkRollouts(now time.Time) {
 			d.ToPercent = d.FromPercent
 			a.decide(f, st, d, nil)
 		case st.Status == rollout.Running:
-			if d := rollout.Next(f.Rollout, st, armsFor(f.Key, st).evidence(), now); d != nil {
+			if d := rollout.Next(f.Rollout, st, a.stepEvidence(f.Key, st), now); d != nil {
 				a.decide(f, st, *d, nil)
 			}
 		}
@@ -194,7 +194,7 @@ func (a *App) decide(f *rules.Flag, seen *rollout.State, d rollout.Decision, rep
 			return e, true, nil
 		}
 		st := *e.Rollout
-		st.Evidence = armsFor(f.Key, &st).evidence()
+		st.Evidence = a.ownEvidence(f.Key, &st)
 		st.Apply(f.Rollout, d)
 		e.Rollout = &st
 		return e, true, nil
@@ -235,8 +235,22 @@ func sameState(a, b *rollout.State) bool {
 	return a.Plan == b.Plan && a.Status == b.Status && a.Step == b.Step && a.StepStarted.Equal(b.StepStarted)
 }
 
-// saveRolloutEvidence writes the running steps' counts to the store.
+// ownEvidence is what a state keeps of a step's counts, to carry them over
+// a restart: this node's — but none in a fleet, where each node's counts
+// are in its own key.
+func (a *App) ownEvidence(flag string, st *rollout.State) rollout.Evidence {
+	if a.fleet != nil {
+		return rollout.Evidence{}
+	}
+	return armsFor(flag, st).evidence()
+}
+
+// saveRolloutEvidence writes the running steps' counts to the state file
+// (a fleet's nodes publish theirs in their own keys).
 func (a *App) saveRolloutEvidence() {
+	if a.fleet != nil {
+		return
+	}
 	a.loader.mu.Lock() // as every write of the layer: a fleet's poll reads under it
 	defer a.loader.mu.Unlock()
 	l := a.loader.layer
@@ -287,11 +301,11 @@ func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, c
 				return e, exists, apiError(http.StatusConflict, "flag %q has no running rollout: give it a rollout plan in its definition", key)
 			}
 			st := *e.Rollout
-			ev := armsFor(key, &st).evidence()
+			ev := a.stepEvidence(key, &st)
 			if d, err = rollout.Command(plan, &st, rollout.Action(command), actor, reason, ev, time.Now().UTC()); err != nil {
 				return e, exists, apiError(http.StatusConflict, "%v", err)
 			}
-			st.Evidence = ev
+			st.Evidence = a.ownEvidence(key, &st)
 			st.Apply(plan, d)
 			e.Rollout = &st
 			return e, true, nil
@@ -329,7 +343,7 @@ func (a *App) rolloutStatus(set *rules.Set, i int, entries map[string]runtimeEnt
 		return nil
 	}
 	plan := f.Rollout
-	ev := armsFor(f.Key, st).evidence()
+	ev := a.stepEvidence(f.Key, st)
 	r := &rolloutReport{Status: st.Status, Candidate: plan.Variant, Control: f.OffVariant, Step: st.Step + 1,
 		Percent: float64(st.Share(plan)) / 100, StepStarted: st.StepStarted, Guards: rollout.Judge(plan, ev, rollout.StepAlpha(plan)),
 		Evidence: rollout.Evidence{Candidate: rollout.Arm{Requests: ev.Candidate.Requests, Failures: ev.Candidate.Failures},

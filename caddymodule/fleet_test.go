@@ -157,12 +157,12 @@ func percentile(d []time.Duration, q float64) time.Duration {
 	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
-// A kill switch on one node serves on the others within 2 s; a node
+// A kill switch on node 1 serves on nodes 2 and 3 within 2 s; a node
 // started later serves the current layer from its first answer; every
 // node lists every node's changes.
 func TestFleetKillSwitchPropagates(t *testing.T) {
 	f := newFleet(t, "flags:\n  checkout: {rules: [{serve: on}]}\n")
-	n1, n2 := f.add(), f.add()
+	n1, n2, n3 := f.add(), f.add(), f.add()
 	var took []time.Duration
 	for i := range 50 {
 		action, want := "disable", "off"
@@ -172,9 +172,21 @@ func TestFleetKillSwitchPropagates(t *testing.T) {
 		if code, body := n1.call("POST", "/feature-flags/flags/checkout/"+action+"?actor=oncall&reason=toggle-"+strconv.Itoa(i), ""); code != 200 {
 			t.Fatalf("%s on node 1: %d %s", action, code, body)
 		}
-		took = append(took, n2.waitFor(t, want, 5*time.Second))
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, n := range []*fleetNode{n2, n3} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := n.waitFor(t, want, 5*time.Second)
+				mu.Lock()
+				took = append(took, d)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
 	}
-	t.Logf("a kill switch on node 1 served on node 2 after: p50 %s, p99 %s, max %s (50 toggles)",
+	t.Logf("a kill switch on node 1 served on nodes 2 and 3 after: p50 %s, p99 %s, max %s (50 toggles, 100 waits)",
 		percentile(took, 0.5).Round(time.Millisecond), percentile(took, 0.99).Round(time.Millisecond), slices.Max(took).Round(time.Millisecond))
 	if m := slices.Max(took); m > 2*time.Second {
 		t.Errorf("the slowest toggle took %s, want at most 2 s", m)
@@ -182,20 +194,20 @@ func TestFleetKillSwitchPropagates(t *testing.T) {
 
 	n1.call("POST", "/feature-flags/flags/checkout/disable?actor=oncall&reason=INC-9", "")
 	n2.waitFor(t, "off", 5*time.Second)
-	n3 := f.add()
-	if got, _ := n3.get(); got != "off" {
+	n4 := f.add()
+	if got, _ := n4.get(); got != "off" {
 		t.Errorf("a node started later answers %q first, want the fleet's off", got)
 	}
 	var o struct {
 		RecentChanges []Change `json:"recent_changes"`
 		StateStore    string   `json:"state_store"`
 	}
-	_, body := n3.call("GET", "/feature-flags/", "")
+	_, body := n4.call("GET", "/feature-flags/", "")
 	if err := json.Unmarshal([]byte(body), &o); err != nil {
 		t.Fatal(err)
 	}
 	if len(o.RecentChanges) == 0 || o.RecentChanges[0].Reason != "INC-9" || o.RecentChanges[0].Actor != "oncall" || o.StateStore != "storage feature_flags/" {
-		t.Errorf("node 3 lists %s; want node 1's changes, newest first", body)
+		t.Errorf("node 4 lists %s; want node 1's changes, newest first", body)
 	}
 }
 
@@ -438,5 +450,53 @@ func TestFleetRolloutRollsBackOnce(t *testing.T) {
 	}
 	if o.Fleet == nil || len(o.Fleet.Nodes) != 3 {
 		t.Errorf("node 2 lists the fleet as %+v, want three nodes", o.Fleet)
+	}
+}
+
+// The key of a node gone from the fleet (not refreshed for 30 s) is
+// deleted by the nodes that remain; a node that stops deletes its own.
+func TestFleetForgetsNodesThatAreGone(t *testing.T) {
+	s := startCaddy(t, globalOptions+`	storage file_system {DIR}/store
+	feature_flags {
+		flags_file {FLAGS}
+		state_storage forget-test/ {
+			node the-live-one
+		}
+	}
+}
+http://127.0.0.1:{EDGE} {
+	feature_flags
+	respond "{feature.checkout}"
+}
+`, "flags:\n  checkout: {rules: [{serve: on}]}\n")
+	nodes := filepath.Join(s.dir, "store", "forget-test", "nodes")
+	gone := nodeReport{Node: "gone-an-hour-ago", At: time.Now().Add(-time.Hour)}
+	recent := nodeReport{Node: "seen-just-now", At: time.Now()}
+	os.MkdirAll(nodes, 0o700)
+	os.WriteFile(filepath.Join(nodes, "gone-an-hour-ago.json"), mustJSON(gone), 0o600)
+	os.WriteFile(filepath.Join(nodes, "seen-just-now.json"), mustJSON(recent), 0o600)
+	deadline := time.Now().Add(6 * time.Second)
+	for {
+		_, errGone := os.Stat(filepath.Join(nodes, "gone-an-hour-ago.json"))
+		_, errLive := os.Stat(filepath.Join(nodes, "the-live-one.json"))
+		if os.IsNotExist(errGone) && errLive == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 6 s: the stale key %v, this node's key %v", errGone, errLive)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(nodes, "seen-just-now.json")); err != nil {
+		t.Errorf("a fresh node's key was deleted: %v", err)
+	}
+	var o overview
+	admin(t, "GET", "/feature-flags/", "", &o)
+	if o.Fleet == nil || o.Fleet.Node != "the-live-one" || len(o.Fleet.Nodes) != 2 || o.StateStore != "storage forget-test/" {
+		t.Errorf("the fleet as listed: %+v (%s)", o.Fleet, o.StateStore)
+	}
+	s.tester.InitServer(strings.Replace(globalOptions, "{ADMIN}", strconv.Itoa(adminPort()), 1)+"}\n", "caddyfile") // a config without the app: it stops
+	if _, err := os.Stat(filepath.Join(nodes, "the-live-one.json")); !os.IsNotExist(err) {
+		t.Errorf("a node that stopped left its key: %v", err)
 	}
 }

@@ -122,6 +122,15 @@ func (s storageStore) transact(fn func(stateFile) (stateFile, error)) error {
 	if err != nil {
 		return err
 	}
+	// A lock is only as good as the store's idea of a dead holder: one
+	// that stalled past it may find its lock taken. The generation read
+	// again just before the write catches the other node's change.
+	if again, err := s.load(ctx); err != nil || again.Generation != cur.Generation {
+		if err == nil {
+			err = fmt.Errorf("the layer changed while this node held the lock (generation %d, now %d): try again", cur.Generation, again.Generation)
+		}
+		return fmt.Errorf("the change was not applied: %w", err)
+	}
 	if err := s.storage.Store(ctx, s.layerKey(), mustJSON(next)); err != nil {
 		return fmt.Errorf("the change was not applied: %s: writing %s: %w", s.where(), s.layerKey(), err)
 	}

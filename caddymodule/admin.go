@@ -162,14 +162,16 @@ type overview struct {
 	StateStoreError *loadError `json:"state_store_error,omitempty"`
 	// Fleet is this node's name and the nodes it last read from the
 	// store, this one first, with the layer generation each serves.
-	Fleet           *fleetStatus      `json:"fleet,omitempty"`
-	LastError       *loadError        `json:"last_error,omitempty"`
-	Flags           []flagSummary     `json:"flags"`
-	RuntimeOrphans  []string          `json:"runtime_orphans,omitempty"`
-	RuntimeSetAside map[string]string `json:"runtime_set_aside,omitempty"`
-	RuntimeDiffers  []runtimeDiff     `json:"runtime_differs,omitempty"`
-	RecentChanges   []Change          `json:"recent_changes"`
-	Exposures       *exposureStatus   `json:"exposures,omitempty"`
+	Fleet *fleetStatus `json:"fleet,omitempty"`
+	// Shadows are the shadowed flags' results (feature_shadow).
+	Shadows         map[string]shadowSummary `json:"shadows,omitempty"`
+	LastError       *loadError               `json:"last_error,omitempty"`
+	Flags           []flagSummary            `json:"flags"`
+	RuntimeOrphans  []string                 `json:"runtime_orphans,omitempty"`
+	RuntimeSetAside map[string]string        `json:"runtime_set_aside,omitempty"`
+	RuntimeDiffers  []runtimeDiff            `json:"runtime_differs,omitempty"`
+	RecentChanges   []Change                 `json:"recent_changes"`
+	Exposures       *exposureStatus          `json:"exposures,omitempty"`
 }
 
 func (a *App) overview() overview {
@@ -196,6 +198,7 @@ func (a *App) overview() overview {
 	if a.fleet != nil {
 		o.Fleet = &fleetStatus{Node: a.fleet.node, Nodes: a.fleet.status()}
 	}
+	o.Shadows = shadowSummaries()
 	return o
 }
 

@@ -115,7 +115,8 @@ func registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metricEvaluations, metricReloads, metricVersion, metricFlags, metricGeoIPLookups, metricAdminChanges, metricRuntimeSetAside, metricSampleRatio, metricExposureResets,
-		metricVariantRequests, metricVariantFailures, metricVariantTTFB, metricRolloutDecisions, metricRolloutPercent, metricStoreUp} {
+		metricVariantRequests, metricVariantFailures, metricVariantTTFB, metricRolloutDecisions, metricRolloutPercent, metricStoreUp,
+		metricShadowRequests, metricShadowDelta} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -93,7 +93,7 @@ func main() {
 	check(os.WriteFile(filepath.Join(run, "flags-guarded.yaml"), guarded, 0o644))
 	check(os.WriteFile(filepath.Join(run, "load.lua"), []byte(wrkScript(nets)), 0o644))
 
-	ports := freePorts(10) // two backends, up to eight edges
+	ports := freePorts(11) // two backends, up to nine edges
 	b1, b2 := ports[0], ports[1]
 	data := map[string]any{"Run": run, "B1": b1, "B2": b2, "Flags": flagKeys(), "Geo": geo}
 	cpus = cpuPair()
@@ -117,6 +117,8 @@ func main() {
 		{name: "caddy-edgeflags-dict", what: "2d. the same with headers dictionary (X-Features only)", start: caddyEdge(strings.Replace(edgeflagsCaddyfile, "feature_flags\n", "feature_flags {\n\t\theaders dictionary\n\t}\n", 1))},
 		{name: "caddy-edgeflags-guarded", what: "2g. the same as 2, flag-00 a guarded rollout at 25 %", start: caddyEdge(strings.NewReplacer(
 			"/flags.yaml", "/flags-guarded.yaml", "/state.json", "/state-guarded.json").Replace(edgeflagsCaddyfile))},
+		{name: "caddy-edgeflags-shadow", what: "2s. the same as 2, flag-00's on users (25 %) shadowed to the second backend", start: caddyEdge(strings.Replace(
+			edgeflagsCaddyfile, "\tfeature_flags\n", "\tfeature_flags\n\tfeature_shadow flag-00 on {\n\t\tto 127.0.0.1:{{.B2}}\n\t}\n", 1))},
 		{name: "caddy-stock", what: "3. stock Caddy by hand (map per flag, request_header per flag, vars matcher)", start: caddyEdge(stockCaddyfile)},
 	}
 	if nginxModule := findNginxGeoIP2(); nginxModule != "" {
@@ -205,6 +207,7 @@ var pairs = []pair{
 	{"caddy-edgeflags", "caddy-proxy", "2 / 1: edgeflags over Caddy's proxy (same 21 headers sent to both)", "≤ 1.04"},
 	{"caddy-edgeflags-dict", "caddy-proxy", "2d / 1: dictionary-only edgeflags over Caddy's proxy", ""},
 	{"caddy-edgeflags-guarded", "caddy-edgeflags", "2g / 2: one guarded flag over the same flags unguarded", ""},
+	{"caddy-edgeflags-shadow", "caddy-edgeflags", "2s / 2: a quarter of the requests shadowed (copy, tee, send, compare) over the same edge", ""},
 	{"caddy-edgeflags", "caddy-stock", "2 / 3: edgeflags against stock Caddy by hand", "≤ 0.8"},
 	{"nginx-split", "nginx-proxy", "4s / 4: split_clients + geoip2 + headers over nginx's proxy", ""},
 	{"caddy-proxy", "nginx-proxy", "1 / 4: Caddy's proxy against nginx's", ""},

@@ -230,7 +230,8 @@ func (l *loader) emptied(next parsed) error {
 // last good copy when the origin is down or serves something broken.
 func (l *loader) loadURL() error {
 	u := l.url
-	body, etag, err := u.fetch()
+	body, etag, final, err := u.fetch()
+	u.finalURL = final // at start-up: nothing reads it yet
 	var empty bool
 	if err == nil && body != nil {
 		doc, perr := rules.Parse(u.url, body)
@@ -298,10 +299,10 @@ func (l *loader) writeCache() {
 
 // fetch gets the URL, conditionally on the ETag. A nil body with a nil
 // error means not modified.
-func (u *urlSource) fetch() ([]byte, string, error) {
+func (u *urlSource) fetch() (body []byte, etag, finalURL string, err error) {
 	req, err := http.NewRequest(http.MethodGet, u.url, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	if u.etag != "" {
 		req.Header.Set("If-None-Match", u.etag)
@@ -309,28 +310,28 @@ func (u *urlSource) fetch() ([]byte, string, error) {
 	req.Header.Set("Accept", "application/yaml, application/json;q=0.9, */*;q=0.5")
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusNotModified:
-		return nil, u.etag, nil
+		return nil, u.etag, u.finalURL, nil
 	case http.StatusOK:
 	default:
-		return nil, "", fmt.Errorf("GET %s: %s", u.url, resp.Status)
+		return nil, "", "", fmt.Errorf("GET %s: %s", u.url, resp.Status)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, rules.MaxSourceSize+1))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, rules.MaxSourceSize+1))
 	if err != nil {
-		return nil, "", fmt.Errorf("GET %s: %w", u.url, err)
+		return nil, "", "", fmt.Errorf("GET %s: %w", u.url, err)
 	}
 	if len(body) > rules.MaxSourceSize {
-		return nil, "", fmt.Errorf("GET %s: more than %d bytes", u.url, rules.MaxSourceSize)
+		return nil, "", "", fmt.Errorf("GET %s: more than %d bytes", u.url, rules.MaxSourceSize)
 	}
-	u.finalURL = ""
-	if final := resp.Request.URL.String(); final != u.url {
-		u.finalURL = final
+	final := "" // where a redirect led; the caller keeps it, under the loader's lock
+	if f := resp.Request.URL.String(); f != u.url {
+		final = f
 	}
-	return body, resp.Header.Get("ETag"), nil
+	return body, resp.Header.Get("ETag"), final, nil
 }
 
 // parse parses and compiles every source's current content as one set,
@@ -622,7 +623,7 @@ func (l *loader) pollURL() {
 			return
 		case <-time.After(wait):
 		}
-		body, etag, err := u.fetch()
+		body, etag, final, err := u.fetch()
 		if err != nil {
 			failures++
 			l.mu.Lock()
@@ -636,6 +637,7 @@ func (l *loader) pollURL() {
 			continue // 304 Not Modified
 		}
 		l.mu.Lock()
+		u.finalURL = final
 		old := u.data
 		u.data, u.etag = body, etag // the ETag even of a refused body: no refetch until it changes
 		applied, err := l.reload(u.url)

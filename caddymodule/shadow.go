@@ -241,6 +241,9 @@ func (h *Shadow) copyRequest(r *http.Request) (*shadowCopy, string) {
 	if !slices.Contains(h.Methods, r.Method) {
 		return nil, "method " + r.Method + " is not shadowed"
 	}
+	if r.Header.Get("Upgrade") != "" {
+		return nil, "a protocol upgrade (WebSocket) is not shadowed"
+	}
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength > h.MaxBody {

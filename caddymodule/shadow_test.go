@@ -240,17 +240,18 @@ func TestShadowSkips(t *testing.T) {
 	s.request(t, "GET", "/not-selected", "", "X-User-Id: u")
 	s.request(t, "PUT", "/a-put", "x", "X-User-Id: u", "X-Beta: 1")
 	s.request(t, "POST", "/big", strings.Repeat("x", 2048), "X-User-Id: u", "X-Beta: 1")
+	s.request(t, "GET", "/socket", "", "X-User-Id: u", "X-Beta: 1", "Connection: Upgrade", "Upgrade: websocket")
 	resp, body := s.request(t, "POST", "/small", `{"q": 1}`, "X-User-Id: u", "X-Beta: 1")
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"/small"`) {
 		t.Fatalf("primary: %d %s", resp.StatusCode, body)
 	}
-	sum := shadowResultsOf(t, "shadow-skip", 3)
+	sum := shadowResultsOf(t, "shadow-skip", 4)
 	t.Logf("results %v", sum.Results)
-	if sum.Results["skipped"] != 2 || sum.Results["match"] != 1 {
-		t.Errorf("results %v: want the PUT and the 2 KiB POST skipped, the small POST matched, the unselected user not counted", sum.Results)
+	if sum.Results["skipped"] != 3 || sum.Results["match"] != 1 {
+		t.Errorf("results %v: want the PUT, the 2 KiB POST and the upgrade skipped, the small POST matched, the unselected user not counted", sum.Results)
 	}
-	if primary.calls.Load() != 4 || shadowBackend.calls.Load() != 1 {
-		t.Errorf("the primary got %d requests (want all 4), the shadow %d (want 1)", primary.calls.Load(), shadowBackend.calls.Load())
+	if primary.calls.Load() != 5 || shadowBackend.calls.Load() != 1 {
+		t.Errorf("the primary got %d requests (want all 5), the shadow %d (want 1)", primary.calls.Load(), shadowBackend.calls.Load())
 	}
 }
 

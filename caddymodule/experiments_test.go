@@ -81,10 +81,18 @@ http://127.0.0.1:{EDGE} {
 	}
 }
 
-// metricValue reads one sample from Caddy's metrics endpoint.
+// metricValue reads one sample from Caddy's metrics endpoint; 0 when absent.
 func metricValue(t *testing.T, name string, labels string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://localhost:" + strconv.Itoa(adminPort()) + "/metrics")
+	v, _ := metricAt(t, "localhost:"+strconv.Itoa(adminPort()), name, labels)
+	return v
+}
+
+// metricAt reads one sample from the metrics endpoint of the admin API at
+// admin, and whether it is there.
+func metricAt(t *testing.T, admin, name string, labels string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,11 +105,11 @@ func metricValue(t *testing.T, name string, labels string) float64 {
 	}
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil
 		}
 	}
-	return 0
+	return 0, false
 }
 
 func TestMetrics(t *testing.T) {

@@ -330,8 +330,8 @@ func TestFleetStoreUnreadable(t *testing.T) {
 	if got, _ := n2.get(); got != "off" {
 		t.Errorf("node 2 with the store unreadable answers %q, want its last layer's off", got)
 	}
-	if m := fleetMetric(t, n2, "caddy_feature_flags_state_store_up"); m != "0" {
-		t.Errorf("state_store_up = %q, want 0", m)
+	if m, ok := metricAt(t, n2.admin, "caddy_feature_flags_state_store_up", ""); !ok || m != 0 {
+		t.Errorf("state_store_up = %v (there: %v), want 0", m, ok)
 	}
 	code, body := n1.call("POST", "/feature-flags/flags/checkout/enable?actor=oncall", "")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "the change was not applied") {
@@ -343,160 +343,11 @@ func TestFleetStoreUnreadable(t *testing.T) {
 
 	os.Chmod(f.store, 0o700)
 	time.Sleep(1500 * time.Millisecond)
-	if m := fleetMetric(t, n2, "caddy_feature_flags_state_store_up"); m != "1" {
-		t.Errorf("state_store_up after the store returned = %q, want 1", m)
+	if m, ok := metricAt(t, n2.admin, "caddy_feature_flags_state_store_up", ""); !ok || m != 1 {
+		t.Errorf("state_store_up after the store returned = %v (there: %v), want 1", m, ok)
 	}
 	if code, body := n1.call("POST", "/feature-flags/flags/checkout/enable?actor=oncall", ""); code != 200 {
 		t.Fatalf("a change after the store returned: %d %s", code, body)
 	}
 	n2.waitFor(t, "on", 3*time.Second)
-}
-
-// fleetMetric reads one metric's value from a node's admin endpoint.
-func fleetMetric(t *testing.T, n *fleetNode, name string) string {
-	t.Helper()
-	_, body := n.call("GET", "/metrics", "")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// A fleet rollout: three nodes, each seeing a third of the traffic, the
-// candidate failing on every one of them: one rollback decision, on the
-// fleet's sums, applied on all three.
-func TestFleetRolloutRollsBackOnce(t *testing.T) {
-	f := newFleet(t, "flags:\n  canary:\n    rollout: {variant: on, steps: [20, 100], step_duration: 1h, min_requests: 50, guards: [{failure_rate: {max_increase: 2%}}]}\n")
-	site := strings.NewReplacer("CANDIDATE", candidateBackend(t, 10, 0), "CONTROL", controlBackend(t)).Replace(`@on feature canary on
-	handle @on {
-		reverse_proxy CANDIDATE
-	}
-	reverse_proxy CONTROL`)
-	for range 3 {
-		f.addSite(site)
-	}
-	status := func(n *fleetNode) *rolloutReport {
-		var fl struct{ Rollout *rolloutReport }
-		_, body := n.call("GET", "/feature-flags/flags/canary", "")
-		json.Unmarshal([]byte(body), &fl)
-		return fl.Rollout
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for status(f.nodes[2]) == nil && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	var sent sync.WaitGroup
-	stop := make(chan struct{})
-	for w := range 6 {
-		sent.Add(1)
-		go func() {
-			defer sent.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				req, _ := http.NewRequest("GET", "http://"+f.nodes[(w+i)%3].edge+"/", nil)
-				req.Header.Set("Cookie", fmt.Sprintf("ff_uid=fleet-user-%d-%06d", w, i))
-				if resp, err := http.DefaultClient.Do(req); err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
-	var rolledBack time.Time
-	for time.Now().Before(deadline.Add(20 * time.Second)) {
-		if r := status(f.nodes[0]); r != nil && r.Status != "running" {
-			rolledBack = time.Now()
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	close(stop)
-	sent.Wait()
-	if rolledBack.IsZero() {
-		t.Fatalf("no decision: %+v", status(f.nodes[0]))
-	}
-	for i, n := range f.nodes {
-		for status(n).Status != "rolled_back" {
-			if time.Since(rolledBack) > 2*time.Second {
-				t.Fatalf("node %d does not show the rollback 2 s after node 1: %+v", i+1, status(n))
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if got, _ := n.get(); got != "old" {
-			t.Errorf("node %d after the rollback answers %q, want the control", i+1, got)
-		}
-	}
-	var o struct {
-		RecentChanges []Change     `json:"recent_changes"`
-		Fleet         *fleetStatus `json:"fleet"`
-	}
-	_, body := f.nodes[1].call("GET", "/feature-flags/", "")
-	json.Unmarshal([]byte(body), &o)
-	rollbacks := 0
-	for _, c := range o.RecentChanges {
-		if c.Action == "rollout_rollback" {
-			rollbacks++
-			t.Logf("the rollback: %s", c.Reason)
-		}
-	}
-	if rollbacks != 1 {
-		t.Errorf("%d rollback decisions in the fleet's audit trail, want one", rollbacks)
-	}
-	if o.Fleet == nil || len(o.Fleet.Nodes) != 3 {
-		t.Errorf("node 2 lists the fleet as %+v, want three nodes", o.Fleet)
-	}
-}
-
-// The key of a node gone from the fleet (not refreshed for 30 s) is
-// deleted by the nodes that remain; a node that stops deletes its own.
-func TestFleetForgetsNodesThatAreGone(t *testing.T) {
-	s := startCaddy(t, globalOptions+`	storage file_system {DIR}/store
-	feature_flags {
-		flags_file {FLAGS}
-		state_storage forget-test/ {
-			node the-live-one
-		}
-	}
-}
-http://127.0.0.1:{EDGE} {
-	feature_flags
-	respond "{feature.checkout}"
-}
-`, "flags:\n  checkout: {rules: [{serve: on}]}\n")
-	nodes := filepath.Join(s.dir, "store", "forget-test", "nodes")
-	gone := nodeReport{Node: "gone-an-hour-ago", At: time.Now().Add(-time.Hour)}
-	recent := nodeReport{Node: "seen-just-now", At: time.Now()}
-	os.MkdirAll(nodes, 0o700)
-	os.WriteFile(filepath.Join(nodes, "gone-an-hour-ago.json"), mustJSON(gone), 0o600)
-	os.WriteFile(filepath.Join(nodes, "seen-just-now.json"), mustJSON(recent), 0o600)
-	deadline := time.Now().Add(6 * time.Second)
-	for {
-		_, errGone := os.Stat(filepath.Join(nodes, "gone-an-hour-ago.json"))
-		_, errLive := os.Stat(filepath.Join(nodes, "the-live-one.json"))
-		if os.IsNotExist(errGone) && errLive == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 6 s: the stale key %v, this node's key %v", errGone, errLive)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := os.Stat(filepath.Join(nodes, "seen-just-now.json")); err != nil {
-		t.Errorf("a fresh node's key was deleted: %v", err)
-	}
-	var o overview
-	admin(t, "GET", "/feature-flags/", "", &o)
-	if o.Fleet == nil || o.Fleet.Node != "the-live-one" || len(o.Fleet.Nodes) != 2 || o.StateStore != "storage forget-test/" {
-		t.Errorf("the fleet as listed: %+v (%s)", o.Fleet, o.StateStore)
-	}
-	s.tester.InitServer(strings.Replace(globalOptions, "{ADMIN}", strconv.Itoa(adminPort()), 1)+"}\n", "caddyfile") // a config without the app: it stops
-	if _, err := os.Stat(filepath.Join(nodes, "the-live-one.json")); !os.IsNotExist(err) {
-		t.Errorf("a node that stopped left its key: %v", err)
-	}
 }

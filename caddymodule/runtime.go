@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -156,11 +157,7 @@ func (l *runtimeLayer) storeError() *loadError {
 func (l *runtimeLayer) snapshot() map[string]runtimeEntry {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make(map[string]runtimeEntry, len(l.entries))
-	for k, v := range l.entries {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(l.entries)
 }
 
 // recentChanges returns the latest changes, newest first.
@@ -205,10 +202,7 @@ func (l *runtimeLayer) update(key string, fn func(e runtimeEntry, ok bool) (runt
 			recent = l.recent // with this node's own records since
 		}
 		if audit != nil {
-			recent = append(slices.Clip(recent), *audit)
-			if len(recent) > maxRecent {
-				recent = recent[len(recent)-maxRecent:]
-			}
+			recent = appendRecent(recent, *audit)
 		}
 		kept = stateFile{Version: 1, Generation: cur.Generation + 1, Flags: next, Recent: recent}
 		return kept, nil
@@ -225,10 +219,14 @@ func (l *runtimeLayer) update(key string, fn func(e runtimeEntry, ok bool) (runt
 func (l *runtimeLayer) record(c Change) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.recent = append(slices.Clip(l.recent), c)
-	if len(l.recent) > maxRecent {
-		l.recent = l.recent[len(l.recent)-maxRecent:]
-	}
+	l.recent = appendRecent(l.recent, c)
+}
+
+// appendRecent adds c to a list of recent changes, keeping the newest
+// maxRecent, without writing into an array another list shares.
+func appendRecent(list []Change, c Change) []Change {
+	list = append(slices.Clip(list), c)
+	return list[max(0, len(list)-maxRecent):]
 }
 
 // apply lays entries over the base documents: replaced definitions and

@@ -218,7 +218,7 @@ func (h *Shadow) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		h.stats.count(resultDropped)
 		return next.ServeHTTP(w, r)
 	}
-	tee := &teeWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, limit: h.MaxBody, hash: xxh3.New()}
+	tee := &teeWriter{ResponseWriterWrapper: caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, kept: limitWriter{new(bytes.Buffer), h.MaxBody}, hash: xxh3.New()}
 	start := time.Now()
 	err := next.ServeHTTP(tee, r)
 	primary := tee.response()
@@ -363,8 +363,7 @@ type teeWriter struct {
 	caddyhttp.ResponseWriterWrapper
 	status int
 	header http.Header
-	body   bytes.Buffer
-	limit  int64
+	kept   limitWriter // the first bytes
 	size   int64
 	hash   *xxh3.Hasher
 }
@@ -395,9 +394,7 @@ type writerOnly struct{ io.Writer }
 func (t *teeWriter) keep(b []byte) {
 	t.hash.Write(b)
 	t.size += int64(len(b))
-	if room := t.limit - int64(t.body.Len()); room > 0 {
-		t.body.Write(b[:min(int64(len(b)), room)])
-	}
+	t.kept.Write(b)
 }
 
 func (t *teeWriter) response() *shadow.Response {
@@ -405,7 +402,7 @@ func (t *teeWriter) response() *shadow.Response {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	return &shadow.Response{Status: status, Header: t.header, Body: t.body.Bytes(), Hash: t.hash.Sum64(), Truncated: t.size > t.limit}
+	return &shadow.Response{Status: status, Header: t.header, Body: t.kept.buf.Bytes(), Hash: t.hash.Sum64(), Truncated: t.size > t.kept.n}
 }
 
 // The results of a shadowed request, as counted.

@@ -115,7 +115,7 @@ func judgeFailureRate(g *rules.FailureRateGuard, ev Evidence, alpha float64) Gua
 
 func judgeLatency(g *rules.LatencyGuard, ev Evidence) GuardResult {
 	q := g.Percentile / 100
-	name := "latency_p" + trimFloat(g.Percentile)
+	name := "latency_p" + fmt.Sprint(g.Percentile)
 	r := GuardResult{Guard: name, Threshold: g.MaxRatio, Verdict: Inconclusive}
 	c, k := ev.Candidate.Latency, ev.Control.Latency
 	if c == nil || k == nil || c.Count() == 0 || k.Count() == 0 {
@@ -130,7 +130,7 @@ func judgeLatency(g *rules.LatencyGuard, ev Evidence) GuardResult {
 		r.Observed = float64(cMid) / float64(kMid)
 	}
 	limit := func(d time.Duration) time.Duration { return max(time.Duration(g.MaxRatio*float64(d)), d+latencyFloor) }
-	words := fmt.Sprintf("p%s candidate %.1f ms vs control %.1f ms: ratio %.2f, %.2f allowed", trimFloat(g.Percentile), r.Candidate, r.Control, r.Observed, g.MaxRatio)
+	words := fmt.Sprintf("p%v candidate %.1f ms vs control %.1f ms: ratio %.2f, %.2f allowed", g.Percentile, r.Candidate, r.Control, r.Observed, g.MaxRatio)
 	switch {
 	case cLo > limit(kHi):
 		r.Verdict = Fail
@@ -139,7 +139,7 @@ func judgeLatency(g *rules.LatencyGuard, ev Evidence) GuardResult {
 		r.Verdict = Pass
 		r.Detail = fmt.Sprintf("%s; within it: the candidate's upper bound %.1f ms ≤ %.2f × the control's %.1f ms", words, ms(cHi), g.MaxRatio, ms(kMid))
 	case !cOK:
-		r.Detail = fmt.Sprintf("%s; too few candidate samples (%d) to bound its p%s", words, c.Count(), trimFloat(g.Percentile))
+		r.Detail = fmt.Sprintf("%s; too few candidate samples (%d) to bound its p%v", words, c.Count(), g.Percentile)
 	default:
 		r.Detail = fmt.Sprintf("%s; not yet within it (the candidate's upper bound %.1f ms), nor beyond it", words, ms(cHi))
 	}
@@ -147,5 +147,3 @@ func judgeLatency(g *rules.LatencyGuard, ev Evidence) GuardResult {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func trimFloat(f float64) string { return fmt.Sprint(f) }

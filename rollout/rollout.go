@@ -198,7 +198,7 @@ func Command(plan *rules.Rollout, s *State, action Action, actor, reason string,
 			return d, fmt.Errorf("the rollout is %s: resume it before advancing", s.Status)
 		}
 		if s.step(plan) >= last {
-			return d, fmt.Errorf("the rollout is at its last step (%s %%): there is no step to advance to", fmtPercent(d.FromPercent))
+			return d, fmt.Errorf("the rollout is at its last step (%v %%): there is no step to advance to", d.FromPercent)
 		}
 		d.ToPercent = percent(plan.Steps[s.step(plan)+1])
 	case Abort:
@@ -269,5 +269,3 @@ func (a *Arm) merge(o Arm) {
 }
 
 func percent(bp int) float64 { return float64(bp) / 100 }
-
-func fmtPercent(p float64) string { return fmt.Sprint(p) }

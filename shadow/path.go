@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -151,11 +152,7 @@ func (n *Noise) Unexplained(diffs []Difference) []Difference {
 func (n *Noise) Places() map[string]uint64 {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make(map[string]uint64, len(n.places))
-	for k, v := range n.places {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(n.places)
 }
 
 // normalize is a place with its array indexes as [*]: a timestamp in the

@@ -18,6 +18,7 @@ func (f *Flag) MarshalJSON() ([]byte, error) {
 		Description string   `json:"description,omitempty"`
 		Owner       string   `json:"owner,omitempty"`
 		Ticket      string   `json:"ticket,omitempty"`
+		Tags        []string `json:"tags,omitempty"`
 		Variants    []string `json:"variants,omitempty"`
 		OffVariant  string   `json:"off_variant,omitempty"`
 		Default     string   `json:"default,omitempty"`
@@ -28,7 +29,7 @@ func (f *Flag) MarshalJSON() ([]byte, error) {
 		Observe     bool     `json:"observe,omitempty"`
 		Rules       []rule   `json:"rules,omitempty"`
 		Rollout     *Rollout `json:"rollout,omitempty"`
-	}{f.Description, f.Owner, f.Ticket, f.Variants, f.OffVariant, f.Default, f.Enabled, f.Salt, f.Client, f.Header, f.Observe, nil, f.Rollout}
+	}{f.Description, f.Owner, f.Ticket, f.Tags, f.Variants, f.OffVariant, f.Default, f.Enabled, f.Salt, f.Client, f.Header, f.Observe, nil, f.Rollout}
 	for _, r := range f.Rules {
 		jr := rule{Name: r.Name, Serve: r.Serve, When: conditionsJSON(r.When)}
 		if r.Split != nil {

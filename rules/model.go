@@ -26,6 +26,9 @@ type Flag struct {
 	Description string
 	Owner       string
 	Ticket      string
+	// Tags group flags for people (the dashboard filters by them):
+	// [a-z0-9][a-z0-9_.-]{0,31} each, at most 16, no repeats.
+	Tags []string
 	// Variants lists the variant names; empty means [off, on]. Their order
 	// decides which buckets each variant takes in a split (DESIGN.md §2).
 	Variants []string

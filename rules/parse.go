@@ -98,7 +98,7 @@ type parser struct {
 
 var (
 	documentFields = []string{"$schema", "segments", "flags"}
-	flagFields     = []string{"description", "owner", "ticket", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "observe", "rules", "rollout"}
+	flagFields     = []string{"description", "owner", "ticket", "tags", "variants", "off_variant", "default", "enabled", "salt", "client", "header", "observe", "rules", "rollout"}
 	rolloutFields  = []string{"variant", "steps", "step_duration", "min_requests", "max_step_duration", "guards", "on_failure"}
 	guardKinds     = []string{"failure_rate", "latency"}
 	ruleFields     = []string{"name", "when", "serve", "split"}
@@ -140,6 +140,8 @@ func (p *parser) flag(key, path string, n *yaml.Node) *Flag {
 			f.Owner = p.text(v, fp)
 		case "ticket":
 			f.Ticket = p.text(v, fp)
+		case "tags":
+			f.Tags = p.tags(v, fp)
 		case "salt":
 			f.Salt = p.text(v, fp)
 		case "variants":
@@ -490,6 +492,42 @@ func (p *parser) scalar(n *yaml.Node, path string) (string, bool) {
 		return "", false
 	}
 	return n.Value, true
+}
+
+// tags reads a flag's tags: short lower-case words, no repeats.
+func (p *parser) tags(n *yaml.Node, path string) []string {
+	var tags []string
+	p.sequence(n, path, func(i int, v *yaml.Node) {
+		tp := fmt.Sprintf("%s[%d]", path, i)
+		t, ok := p.scalar(v, tp)
+		switch {
+		case !ok:
+		case !isTag(t):
+			p.add(tp, v.Line, "tag %q: write a short lower-case word (a-z, 0-9, _ . -; at most 32 characters, starting with a letter or digit)", t)
+		case slices.Contains(tags, t):
+			p.add(tp, v.Line, "tag %q is listed twice: list it once", t)
+		case len(tags) == maxTags:
+			p.add(tp, v.Line, "more than %d tags: keep the ones people filter by", maxTags)
+		default:
+			tags = append(tags, t)
+		}
+	})
+	return tags
+}
+
+const maxTags = 16
+
+func isTag(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i, c := range []byte(s) {
+		lower := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !lower && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *parser) text(n *yaml.Node, path string) string {

@@ -132,6 +132,7 @@ type flagSummary struct {
 	Description string        `json:"description,omitempty"`
 	Owner       string        `json:"owner,omitempty"`
 	Ticket      string        `json:"ticket,omitempty"`
+	Tags        []string      `json:"tags,omitempty"`
 	Runtime     *runtimeEntry `json:"runtime,omitempty"`
 	SampleRatio []sampleRatio `json:"sample_ratio,omitempty"`
 	// Observed is each variant's traffic, for a flag with observe: true.
@@ -184,7 +185,7 @@ func (a *App) overview() overview {
 	for i := range o.Flags {
 		f := set.Flag(i)
 		o.Flags[i] = flagSummary{Key: f.Key, Enabled: *f.Enabled, Variants: f.Variants, Default: f.Default, OffVariant: f.OffVariant,
-			Rules: len(f.Rules), Client: f.Client, Description: f.Description, Owner: f.Owner, Ticket: f.Ticket}
+			Rules: len(f.Rules), Client: f.Client, Description: f.Description, Owner: f.Owner, Ticket: f.Ticket, Tags: f.Tags}
 		if e, ok := entries[f.Key]; ok {
 			o.Flags[i].Runtime = &e
 		}
@@ -267,7 +268,14 @@ func (a *App) serveEnabled(w http.ResponseWriter, r *http.Request, key string, e
 		return err
 	}
 	action := map[bool]string{true: "enable", false: "disable"}[enabled]
-	return a.serveChange(w, r, key, action, body, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+	return a.serveChange(w, r, key, action, body, a.setEnabled)
+}
+
+// setEnabled is the kill switch (c.Action disable) and its undo (enable):
+// every client's way to it.
+func (a *App) setEnabled(c Change) (Change, error) {
+	key, enabled := c.Flag, c.Action == "enable"
+	return a.change(c, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 		if _, ok := set.Index(key); !ok {
 			return e, false, apiError(http.StatusNotFound, "no flag %q", key)
 		}
@@ -300,7 +308,13 @@ func (a *App) servePut(w http.ResponseWriter, r *http.Request, key string) error
 		return apiError(http.StatusInternalServerError, "%v", err)
 	}
 	// The body is the flag: actor and reason come from the query alone.
-	return a.serveChange(w, r, key, "replace", nil, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+	return a.serveChange(w, r, key, "replace", nil, func(c Change) (Change, error) { return a.replaceFlag(c, def) })
+}
+
+// replaceFlag replaces flag c.Flag's definition with def (the flag as JSON)
+// in the runtime layer. A kill switch stays.
+func (a *App) replaceFlag(c Change, def json.RawMessage) (Change, error) {
+	return a.change(c, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 		next := runtimeEntry{Flag: def, Rollout: e.Rollout} // a new plan restarts the rollout; the same plan goes on
 		if e.Enabled != nil && !*e.Enabled {
 			next.Enabled = e.Enabled
@@ -314,24 +328,37 @@ func (a *App) serveDropRuntime(w http.ResponseWriter, r *http.Request, key strin
 	if err != nil {
 		return err
 	}
-	return a.serveChange(w, r, key, "drop_runtime", body, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
-		if !exists || e.Enabled == nil && e.Flag == nil {
-			return e, false, apiError(http.StatusNotFound, "flag %q has no runtime layer entry", key)
+	return a.serveChange(w, r, key, "drop_runtime", body, a.dropRuntime)
+}
+
+// dropRuntime drops the runtime layer's kill switch and replacement of
+// flag c.Flag (action drop_runtime), or its replacement alone, keeping a
+// kill switch (action revert: the dashboard's undo of a runtime edit).
+func (a *App) dropRuntime(c Change) (Change, error) {
+	key, keepKill := c.Flag, c.Action == "revert"
+	return a.change(c, func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
+		if !exists || e.Enabled == nil && e.Flag == nil || keepKill && e.Flag == nil {
+			return e, false, apiError(http.StatusNotFound, "flag %q has no runtime change to drop", key)
 		}
 		// A rollout's progress is not an override of the definition: it
 		// stays (POST …/rollout/abort stops a rollout).
-		return runtimeEntry{Rollout: e.Rollout}, e.Rollout != nil, nil
+		next := runtimeEntry{Rollout: e.Rollout}
+		if keepKill {
+			next.Enabled = e.Enabled
+		}
+		return next, next.Enabled != nil || next.Rollout != nil, nil
 	})
 }
 
 // serveChange finds who makes the change (query, or a JSON body
-// {"actor", "reason"}), applies it, and answers with the change record.
-func (a *App) serveChange(w http.ResponseWriter, r *http.Request, key, action string, body []byte, fn changeFunc) error {
+// {"actor", "reason"}), applies it with do, and answers with the change
+// record.
+func (a *App) serveChange(w http.ResponseWriter, r *http.Request, key, action string, body []byte, do func(Change) (Change, error)) error {
 	actor, reason, err := who(r, body)
 	if err != nil {
 		return err
 	}
-	c, err := a.change(Change{RemoteAddr: r.RemoteAddr, Flag: key, Action: action, Actor: actor, Reason: reason}, fn)
+	c, err := do(Change{RemoteAddr: r.RemoteAddr, Flag: key, Action: action, Actor: actor, Reason: reason})
 	if err != nil {
 		return err
 	}

@@ -664,6 +664,24 @@ type loaderStatus struct {
 }
 
 // status reports the sources for the admin API.
+// filesModified is when the flag files last changed, as the loader last
+// read them: the latest modification time, or zero when a URL is a source
+// too (its answers carry no such time).
+func (l *loader) filesModified() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var latest time.Time
+	if l.url != nil {
+		return latest
+	}
+	for _, f := range l.files {
+		if f.seen != nil && f.seen.ModTime().After(latest) {
+			latest = f.seen.ModTime()
+		}
+	}
+	return latest
+}
+
 func (l *loader) status() loaderStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -285,12 +285,16 @@ func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, c
 	if err != nil {
 		return err
 	}
-	actor, reason, err := who(r, body)
-	if err != nil {
-		return err
-	}
+	return a.serveChange(w, r, key, "rollout_"+command, body, a.rolloutCommand)
+}
+
+// rolloutCommand is a person's pause, resume, advance or abort (c.Action
+// rollout_<command>) of flag c.Flag's rollout.
+func (a *App) rolloutCommand(c Change) (Change, error) {
+	key, command, actor, reason := c.Flag, strings.TrimPrefix(c.Action, "rollout_"), c.Actor, c.Reason
 	var d rollout.Decision // the audit record points to it: fn fills it in before the change is stored
-	c, err := a.change(Change{RemoteAddr: r.RemoteAddr, Flag: key, Action: "rollout_" + command, Actor: actor, Reason: reason, Decision: &d},
+	c.Decision = &d
+	c, err := a.change(c,
 		func(e runtimeEntry, exists bool, set *rules.Set) (runtimeEntry, bool, error) {
 			i, ok := set.Index(key)
 			if !ok {
@@ -302,6 +306,7 @@ func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, c
 			}
 			st := *e.Rollout
 			ev := a.stepEvidence(key, &st)
+			var err error
 			if d, err = rollout.Command(plan, &st, rollout.Action(command), actor, reason, ev, time.Now().UTC()); err != nil {
 				return e, exists, apiError(http.StatusConflict, "%v", err)
 			}
@@ -310,11 +315,10 @@ func (a *App) serveRolloutCommand(w http.ResponseWriter, r *http.Request, key, c
 			e.Rollout = &st
 			return e, true, nil
 		})
-	if err != nil {
-		return err
+	if err == nil {
+		metricRolloutDecisions.WithLabelValues(key, command, "person").Inc()
 	}
-	metricRolloutDecisions.WithLabelValues(key, command, "person").Inc()
-	return writeJSON(w, c)
+	return c, err
 }
 
 // rolloutReport is a rollout as the admin API shows it.

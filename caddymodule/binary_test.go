@@ -51,7 +51,8 @@ func TestBinaryListsModulesAndRunsTheDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("list-modules: %v\n%s", err, out)
 	}
-	for _, m := range []string{"feature_flags", "http.handlers.feature_flags", "http.matchers.feature"} {
+	for _, m := range []string{"admin.api.feature_flags", "feature_flags", "http.handlers.feature_flags", "http.handlers.feature_flags_ofrep",
+		"http.handlers.feature_flags_ui", "http.handlers.feature_shadow", "http.matchers.feature"} {
 		if !strings.Contains(string(out), "\n"+m+"\n") {
 			t.Errorf("caddy list-modules does not list %s", m)
 		}

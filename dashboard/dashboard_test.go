@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeflags/edgeflags/rollout"
 	"github.com/edgeflags/edgeflags/rules"
 )
 
@@ -174,17 +175,20 @@ func TestSplitDefinition(t *testing.T) {
 // caddymodule).
 type backend struct {
 	flags   []Flag
+	history []Change
 	applied []Request
 }
 
 func (b *backend) Flags() []Flag     { return b.flags }
-func (b *backend) History() []Change { return nil }
+func (b *backend) History() []Change { return b.history }
 func (b *backend) Apply(r Request) error {
 	b.applied = append(b.applied, r)
 	return nil
 }
-func (b *backend) Ask(Question) ([]Answer, string, error) { return nil, "", nil }
-func (b *backend) Viewer(*http.Request) Question          { return Question{} }
+func (b *backend) Ask(q Question) ([]Answer, string, error) {
+	return []Answer{{Flag: "checkout", Variant: "on", Reason: "SPLIT", Rule: "rollout", Bucket: new(17)}}, "DE", nil
+}
+func (b *backend) Viewer(*http.Request) Question { return Question{} }
 func (b *backend) Preview(string, string, time.Duration, bool) (*http.Cookie, error) {
 	return nil, errors.New("no previews here")
 }
@@ -279,6 +283,61 @@ func TestStaleFlags(t *testing.T) {
 		}
 		if got := h.row(Flag{Definition: flags[i], Unchanged: unchanged}).Stale; got != want {
 			t.Errorf("%s: stale %v; want %v", flags[i].Key, got, want)
+		}
+	}
+}
+
+// TestEveryPageRenders shows a flag with all there is to show — a rollout
+// with guards and decisions, runtime changes, traffic, history — on every
+// page: a template that fails on some of it fails here, not in front of a
+// person.
+func TestEveryPageRenders(t *testing.T) {
+	flags := parseFlags(t, `flags:
+  checkout:
+    description: The new checkout
+    owner: team-payments
+    tags: [payments]
+    rules: [{name: testers, when: {header.X-Tester: {in: ["1"]}}, serve: on}]
+    rollout: {variant: on, steps: [1, 5, 25, 100]}
+  banner: {enabled: false}
+`)
+	at := time.Date(2026, 11, 20, 9, 30, 0, 0, time.UTC)
+	share := 500
+	b := &backend{
+		flags: []Flag{
+			{Definition: flags[0], Share: &share, Runtime: &Runtime{Replaced: true, Actor: "bob", Reason: "a hotfix", At: at},
+				Rollout: &Rollout{Status: rollout.Running, Candidate: "on", Control: "off", Step: 2, Steps: []float64{1, 5, 25, 100}, Percent: 5,
+					Waiting: "412 more candidate requests", Evidence: rollout.Evidence{Candidate: rollout.Arm{Requests: 88, Failures: 1}, Control: rollout.Arm{Requests: 1700, Failures: 12}},
+					Guards:    []rollout.GuardResult{{Guard: "failure_rate", Verdict: rollout.Inconclusive, Candidate: 1.1, Control: 0.7, Threshold: 0.5, Detail: "p = 0.4"}},
+					Decisions: []rollout.Decision{{At: at, Actor: "rollout", Action: rollout.Advance, Step: 1, FromPercent: 1, ToPercent: 5, Reason: "every guard passed"}}},
+				Observed: []Observed{{Variant: "off", Requests: 1700, Failures: 12, FailureRate: 0.7, P99: 41}, {Variant: "on", Requests: 88, Failures: 1, FailureRate: 1.1, P99: 44}}},
+			{Definition: flags[1], Killed: true, Runtime: &Runtime{Killed: true, Actor: "alice", Reason: "INC-7", At: at}},
+		},
+		history: []Change{
+			{At: at, Actor: "bob", Reason: "a hotfix", Flag: "checkout", Action: "replace", Before: json.RawMessage(`{"enabled":true}`), After: json.RawMessage(`{"enabled":true,"owner":"x"}`)},
+			{At: at, Actor: "rollout", Flag: "checkout", Action: "rollout_advance", Decision: &rollout.Decision{Reason: "every guard passed"}},
+		},
+	}
+	h := &Handler{Backend: b, Base: "/ff", StaleAfter: time.Hour}
+	for path, says := range map[string][]string{
+		"/ff/":                           {"checkout", "rolling out", "team-payments", "off: 1,700 requests", "killed"},
+		"/ff/?state=killed&q=ban":        {`value="ban"`, `<span id="shown">1</span> of 2 flags shown`},
+		"/ff/flag/checkout":              {"Guarded rollout", `class="now"`, "412 more candidate requests", "inconclusive", "every guard passed", "Changed at runtime by", "bob", "Pause the rollout", "+", "Preview as on"},
+		"/ff/flag/banner":                {"Turned off: everyone gets off.", "alice"},
+		"/ff/explain?unit=u1&country=DE": {"Every flag", "bucket 17 of 10,000"},
+		"/ff/flag/nothing":               {"no flag"},
+		"/ff/elsewhere":                  {"no page"},
+	} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil), "alice")
+		body := w.Body.String()
+		for _, s := range says {
+			if !strings.Contains(body, s) {
+				t.Errorf("%s (%d) does not say %q", path, w.Code, s)
+			}
+		}
+		if strings.Contains(body, "ZgotmplZ") || strings.Contains(body, "<no value>") {
+			t.Errorf("%s: a template wrote a value it could not: %s", path, body)
 		}
 	}
 }

@@ -40,6 +40,9 @@ func TestDescribe(t *testing.T) {
 		{`flags: {f: {rules: [{serve: on}]}}`, false, []string{"On for everyone."}},
 		{`flags: {f: {variants: [control, treatment], default: control, rules: [{split: {treatment: 10, control: 90}}]}}`, false,
 			[]string{"Treatment for 10 % and control for 90 % of everyone."}},
+		// In the order of the buckets, however the source wrote it.
+		{`flags: {f: {variants: [off, a, b], rules: [{split: {off: 50, b: 20, a: 30}}]}}`, false,
+			[]string{"A for 30 %, b for 20 % and off for 50 % of everyone."}},
 		{`flags:
   f:
     rules:

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,6 +20,7 @@ func Describe(f *rules.Flag, killed bool, share *int) []string {
 	}
 	var out []string
 	for i, r := range f.Rules {
+		r.Split = bucketOrder(f, r.Split)
 		line := RuleWords(r)
 		if i > 0 && len(r.When) == 0 {
 			line = strings.Replace(line, " everyone.", " everyone else.", 1)
@@ -100,6 +102,23 @@ func offVariant(f *rules.Flag) string {
 		return f.Variants[0]
 	}
 	return "off"
+}
+
+// bucketOrder is a split's weights in the order they take buckets (the
+// hashing contract): the variants other than the off variant as the flag
+// lists them, then the off variant. A split reads the same however its
+// source wrote it.
+func bucketOrder(f *rules.Flag, split []rules.Weight) []rules.Weight {
+	off := offVariant(f)
+	rank := func(v string) int {
+		if v == off {
+			return len(f.Variants)
+		}
+		return slices.Index(f.Variants, v)
+	}
+	out := slices.Clone(split)
+	slices.SortStableFunc(out, func(a, b rules.Weight) int { return rank(a.Variant) - rank(b.Variant) })
+	return out
 }
 
 // weights says a split: "on for 10 % and off for 90 %".

@@ -74,6 +74,9 @@ func (u *UI) Provision(ctx caddy.Context) error {
 	if !strings.HasPrefix(base, "/") || strings.ContainsAny(base, "*?#") {
 		return fmt.Errorf("feature_flags_ui: base %q: write a path, e.g. /feature-flags", u.Base)
 	}
+	if u.StaleAfter < 0 || u.PreviewTTL < 0 {
+		return fmt.Errorf("feature_flags_ui: stale_after and preview_ttl are durations after now: write e.g. 30d or 1h")
+	}
 	u.ui = &dashboard.Handler{Backend: &uiBackend{app: app}, Base: base, AnonymousActor: u.AnonymousActor,
 		StaleAfter: time.Duration(u.StaleAfter), PreviewTTL: time.Duration(u.PreviewTTL)}
 	if u.StaleAfter == 0 {

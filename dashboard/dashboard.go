@@ -35,8 +35,9 @@ import (
 
 // Flag is one flag as it serves now, with what the edge knows of it.
 type Flag struct {
-	// Definition is the serving definition: the file's, or a runtime
-	// replacement's.
+	// Definition is the serving definition (the file's, or a runtime
+	// replacement's) as the compiled set has it: variants, off variant,
+	// default and enabled filled in.
 	Definition *rules.Flag
 	// Killed: the kill switch is on (at runtime or in the definition).
 	Killed bool

@@ -16,17 +16,19 @@ import (
 	"github.com/edgeflags/edgeflags/rules"
 )
 
-// parseFlags parses a flags document: its flags, in order.
+// parseFlags compiles a flags document: its flags as a Backend has them
+// (variants, off variant and default filled in), in order.
 func parseFlags(t *testing.T, yaml string) []*rules.Flag {
 	t.Helper()
-	doc, err := rules.Parse("test.yaml", []byte(yaml))
+	set, err := rules.Load(rules.Source{Name: "test.yaml", Data: []byte(yaml)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rules.Compile(doc); err != nil {
-		t.Fatal(err)
+	flags := make([]*rules.Flag, set.Len())
+	for i := range flags {
+		flags[i] = set.Flag(i)
 	}
-	return doc.Flags
+	return flags
 }
 
 func TestDescribe(t *testing.T) {

@@ -3,7 +3,6 @@ package dashboard
 import (
 	"bytes"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -38,7 +37,6 @@ var funcs = template.FuncMap{
 	},
 	"pct":    func(v float64) string { return fmt.Sprintf("%.4g %%", v) },
 	"num":    func(v uint64) string { return thousands(v) },
-	"lower":  strings.ToLower,
 	"split":  strings.Fields,
 	"inc":    func(i int) int { return i + 1 },
 	"list":   func(s ...string) []string { return s },
@@ -189,7 +187,6 @@ type flagView struct {
 	Variants []string
 	Splits   []split
 	History  []historyEntry
-	Preview  bool
 }
 
 func (h *Handler) serveFlag(w http.ResponseWriter, p *page, key string) {
@@ -200,15 +197,12 @@ func (h *Handler) serveFlag(w http.ResponseWriter, p *page, key string) {
 	}
 	d := f.Definition
 	v := flagView{row: h.row(f), Flag: f, Variants: d.Variants}
-	if len(v.Variants) == 0 {
-		v.Variants = []string{"off", "on"}
-	}
 	for i, r := range d.Rules {
 		if r.Split == nil {
 			continue
 		}
-		s := split{Rule: i, Words: RuleWords(r)}
-		for _, w := range r.Split {
+		s := split{Rule: i, Words: RuleWords(d, r)}
+		for _, w := range bucketOrder(d, r.Split) {
 			s.Weights = append(s.Weights, weight{w.Variant, strings.TrimSuffix(percent(w.BasisPoints), " %")})
 		}
 		v.Splits = append(v.Splits, s)
@@ -272,9 +266,4 @@ func unpairs(m map[string]string, sep string) string {
 		b.WriteString(k + sep + m[k] + "\n")
 	}
 	return b.String()
-}
-
-// Indent writes a definition for people to read.
-func Indent(def json.RawMessage) string {
-	return strings.Join(lines(def), "\n")
 }

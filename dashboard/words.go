@@ -16,12 +16,11 @@ import (
 // points now: it follows the rules, as it serves.
 func Describe(f *rules.Flag, killed bool, share *int) []string {
 	if killed {
-		return []string{fmt.Sprintf("Turned off: everyone gets %s.", offVariant(f))}
+		return []string{fmt.Sprintf("Turned off: everyone gets %s.", f.OffVariant)}
 	}
 	var out []string
 	for i, r := range f.Rules {
-		r.Split = bucketOrder(f, r.Split)
-		line := RuleWords(r)
+		line := RuleWords(f, r)
 		if i > 0 && len(r.When) == 0 {
 			line = strings.Replace(line, " everyone.", " everyone else.", 1)
 		}
@@ -32,21 +31,17 @@ func Describe(f *rules.Flag, killed bool, share *int) []string {
 	}
 	if f.Rollout != nil && share != nil {
 		out = append(out, fmt.Sprintf("Rolling out: %s for %s of the others (identified users), %s for the rest.",
-			f.Rollout.Variant, percent(*share), offVariant(f)))
+			f.Rollout.Variant, percent(*share), f.OffVariant))
 		return out
 	}
-	def := f.Default
-	if def == "" {
-		def = offVariant(f)
-	}
 	if len(out) == 0 {
-		return []string{capitalize(def + " for everyone.")}
+		return []string{capitalize(f.Default + " for everyone.")}
 	}
-	return append(out, capitalize(def+" for everyone else."))
+	return append(out, capitalize(f.Default+" for everyone else."))
 }
 
-// RuleWords says one rule in plain words.
-func RuleWords(r rules.Rule) string {
+// RuleWords says one rule of f in plain words.
+func RuleWords(f *rules.Flag, r rules.Rule) string {
 	who := "everyone"
 	if len(r.When) > 0 {
 		who = "users " + conditions(r.When)
@@ -54,7 +49,7 @@ func RuleWords(r rules.Rule) string {
 	if r.Serve != "" {
 		return capitalize(fmt.Sprintf("%s for %s.", r.Serve, who))
 	}
-	return fmt.Sprintf("%s of %s.", weights(r.Split), who)
+	return fmt.Sprintf("%s of %s.", weights(bucketOrder(f, r.Split)), who)
 }
 
 // Uniform reports the variant f serves to everyone, when it serves one:
@@ -62,22 +57,19 @@ func RuleWords(r rules.Rule) string {
 // variant at 100 %. Such a flag is code to delete once it stays so.
 func Uniform(f *rules.Flag, killed bool, share *int) (string, bool) {
 	if killed {
-		return offVariant(f), true
+		return f.OffVariant, true
 	}
 	if len(f.Rules) == 0 {
 		if f.Rollout != nil && share != nil {
 			switch *share {
 			case 0:
-				return offVariant(f), true
+				return f.OffVariant, true
 			case 10000:
 				return f.Rollout.Variant, true
 			}
 			return "", false
 		}
-		if f.Default != "" {
-			return f.Default, true
-		}
-		return offVariant(f), true
+		return f.Default, true
 	}
 	r := f.Rules[0]
 	if len(r.When) > 0 {
@@ -94,24 +86,13 @@ func Uniform(f *rules.Flag, killed bool, share *int) (string, bool) {
 	return "", false
 }
 
-func offVariant(f *rules.Flag) string {
-	switch {
-	case f.OffVariant != "":
-		return f.OffVariant
-	case len(f.Variants) > 0:
-		return f.Variants[0]
-	}
-	return "off"
-}
-
 // bucketOrder is a split's weights in the order they take buckets (the
 // hashing contract): the variants other than the off variant as the flag
 // lists them, then the off variant. A split reads the same however its
 // source wrote it.
 func bucketOrder(f *rules.Flag, split []rules.Weight) []rules.Weight {
-	off := offVariant(f)
 	rank := func(v string) int {
-		if v == off {
+		if v == f.OffVariant {
 			return len(f.Variants)
 		}
 		return slices.Index(f.Variants, v)

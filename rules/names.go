@@ -9,6 +9,7 @@ import (
 var (
 	flagKeyPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{0,63}$`)
 	variantPattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
+	tagPattern     = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,31}$`)
 	// header, cookie and query names: RFC 9110 tokens, no wider than that.
 	tokenPattern = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 )

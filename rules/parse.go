@@ -502,7 +502,7 @@ func (p *parser) tags(n *yaml.Node, path string) []string {
 		t, ok := p.scalar(v, tp)
 		switch {
 		case !ok:
-		case !isTag(t):
+		case !tagPattern.MatchString(t):
 			p.add(tp, v.Line, "tag %q: write a short lower-case word (a-z, 0-9, _ . -; at most 32 characters, starting with a letter or digit)", t)
 		case slices.Contains(tags, t):
 			p.add(tp, v.Line, "tag %q is listed twice: list it once", t)
@@ -516,19 +516,6 @@ func (p *parser) tags(n *yaml.Node, path string) []string {
 }
 
 const maxTags = 16
-
-func isTag(s string) bool {
-	if len(s) == 0 || len(s) > 32 {
-		return false
-	}
-	for i, c := range []byte(s) {
-		lower := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !lower && (i == 0 || c != '_' && c != '.' && c != '-') {
-			return false
-		}
-	}
-	return true
-}
 
 func (p *parser) text(n *yaml.Node, path string) string {
 	s, _ := p.scalar(n, path)

@@ -479,11 +479,7 @@ func (a *App) serveExplain(w http.ResponseWriter, r *http.Request) error {
 			return apiError(http.StatusBadRequest, "the body must be a JSON request context (unit, user, country, ip, host, path, method, user_agent, headers, cookies, query, now, bot, overrides): %v", err)
 		}
 	}
-	var geo func(netip.Addr) geoip.Location
-	if a.geo != nil {
-		geo = a.geo.Lookup
-	}
-	req, err := newExplainRequest(c, geo)
+	req, err := a.explainRequest(c)
 	if err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
@@ -492,6 +488,16 @@ func (a *App) serveExplain(w http.ResponseWriter, r *http.Request) error {
 		Version string        `json:"version"`
 		Flags   []Explanation `json:"flags"`
 	}{set.Version, explain(set, req)})
+}
+
+// explainRequest is the request c describes, its country from the
+// app's GeoIP database when c gives none.
+func (a *App) explainRequest(c ExplainContext) (*explainRequest, error) {
+	var geo func(netip.Addr) geoip.Location
+	if a.geo != nil {
+		geo = a.geo.Lookup
+	}
+	return newExplainRequest(c, geo)
 }
 
 var _ caddy.AdminRouter = adminAPI{}

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -393,7 +392,7 @@ func signOverrideCommand() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Feature-Override: %s\n", value)
-			fmt.Fprintf(out, "Cookie: %s=%s\n", DefaultOverrideCookie, base64.RawURLEncoding.EncodeToString([]byte(value)))
+			fmt.Fprintf(out, "Cookie: %s=%s\n", DefaultOverrideCookie, overrideCookieValue(value))
 			fmt.Fprintf(out, "valid until %s\n", exp.UTC().Format(time.RFC3339))
 			return nil
 		},

@@ -663,7 +663,6 @@ type loaderStatus struct {
 	setAside map[string]string
 }
 
-// status reports the sources for the admin API.
 // filesModified is when the flag files last changed, as the loader last
 // read them: the latest modification time, or zero when a URL is a source
 // too (its answers carry no such time).
@@ -682,6 +681,7 @@ func (l *loader) filesModified() time.Time {
 	return latest
 }
 
+// status reports the sources for the admin API.
 func (l *loader) status() loaderStatus {
 	l.mu.Lock()
 	defer l.mu.Unlock()

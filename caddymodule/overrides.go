@@ -45,7 +45,7 @@ type overrideSettings struct {
 func (o *overrideSettings) overridesFor(h http.Header, cookie string, clientIP func() netip.Addr, now time.Time) []override {
 	candidates := h[overrideHeader]
 	if cookie != "" {
-		if dec, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(cookie, "=")); err == nil {
+		if dec, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(cookie, "=")); err == nil { // overrideCookieValue's
 			candidates = append(candidates[:len(candidates):len(candidates)], string(dec))
 		}
 	}
@@ -154,6 +154,12 @@ func SignOverride(secret []byte, pairs map[string]string, exp time.Time) (string
 }
 
 // stripOverrideCookie removes the override cookie from the Cookie header.
+// overrideCookieValue is a signed override (SignOverride's) as the
+// override cookie carries it: base64url, as overridesFor reads it.
+func overrideCookieValue(signed string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(signed))
+}
+
 func stripOverrideCookie(h http.Header, name string) {
 	lines := h["Cookie"]
 	changed := false

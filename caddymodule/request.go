@@ -186,16 +186,21 @@ func (s *requestState) Value(kind rules.Kind, name string) string {
 func (s *requestState) IP() netip.Addr {
 	if !s.ipRead {
 		s.ipRead = true
-		if v, ok := s.vars[caddyhttp.ClientIPVarKey].(string); ok {
-			s.ip, _ = netip.ParseAddr(v)
-		}
-		if !s.ip.IsValid() {
-			if ap, err := netip.ParseAddrPort(s.r.RemoteAddr); err == nil {
-				s.ip = ap.Addr()
-			}
-		}
+		s.ip = clientAddr(s.vars, s.r.RemoteAddr)
 	}
 	return s.ip
+}
+
+// clientAddr is the client address Caddy resolved (its client_ip
+// variable, trusted_proxies applied), or else the peer's.
+func clientAddr(vars map[string]any, remoteAddr string) netip.Addr {
+	if v, ok := vars[caddyhttp.ClientIPVarKey].(string); ok {
+		if ip, err := netip.ParseAddr(v); err == nil {
+			return ip
+		}
+	}
+	ap, _ := netip.ParseAddrPort(remoteAddr)
+	return ap.Addr()
 }
 
 // Now implements rules.Request.

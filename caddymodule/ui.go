@@ -2,12 +2,9 @@ package caddymodule
 
 import (
 	"cmp"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +16,6 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/edgeflags/edgeflags/dashboard"
-	"github.com/edgeflags/edgeflags/geoip"
 )
 
 func init() {
@@ -247,6 +243,15 @@ func (b *uiBackend) Apply(r dashboard.Request) error {
 	default:
 		err = apiError(http.StatusNotFound, "no change %q", r.Action)
 	}
+	return forDashboard(err)
+}
+
+// uiError is an admin API error as the dashboard shows it.
+type uiError struct{ caddy.APIError }
+
+// forDashboard makes an admin API error one the dashboard answers with
+// its status; other errors pass as they are.
+func forDashboard(err error) error {
 	var apiErr caddy.APIError
 	if errors.As(err, &apiErr) {
 		return uiError{apiErr}
@@ -254,19 +259,12 @@ func (b *uiBackend) Apply(r dashboard.Request) error {
 	return err
 }
 
-// uiError is an admin API error as the dashboard shows it.
-type uiError struct{ caddy.APIError }
-
 func (e uiError) Error() string { return e.Err.Error() }
 func (e uiError) Status() int   { return e.HTTPStatus }
 
 func (b *uiBackend) Ask(q dashboard.Question) ([]dashboard.Answer, string, error) {
 	c := ExplainContext{Unit: q.Unit, User: q.User, Country: q.Country, IP: q.IP, Host: q.Host, Path: q.Path, Headers: q.Headers, Cookies: q.Cookies}
-	var geo func(netip.Addr) geoip.Location
-	if b.app.geo != nil {
-		geo = b.app.geo.Lookup
-	}
-	req, err := newExplainRequest(c, geo)
+	req, err := b.app.explainRequest(c)
 	if err != nil {
 		return nil, "", err
 	}
@@ -285,10 +283,9 @@ func (b *uiBackend) Viewer(r *http.Request) dashboard.Question {
 	if c, err := r.Cookie(b.app.cookie.name); err == nil {
 		q.Unit = c.Value
 	}
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
-		q.IP = ip
-	} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		q.IP = host
+	vars, _ := r.Context().Value(caddyhttp.VarsCtxKey).(map[string]any)
+	if ip := clientAddr(vars, r.RemoteAddr); ip.IsValid() {
+		q.IP = ip.String()
 	}
 	for _, k := range []string{"User-Agent", "Accept-Language"} {
 		if v := r.Header.Get(k); v != "" {
@@ -302,17 +299,17 @@ func (b *uiBackend) Preview(flag, variant string, ttl time.Duration, secure bool
 	set := b.app.set.Load()
 	i, ok := set.Index(flag)
 	if !ok || !slices.Contains(set.Flag(i).Variants, variant) {
-		return nil, uiError{apiError(http.StatusBadRequest, "flag %q has no variant %q", flag, variant).(caddy.APIError)}
+		return nil, forDashboard(apiError(http.StatusBadRequest, "flag %q has no variant %q", flag, variant))
 	}
 	secret := b.app.overrides.secret
 	if len(secret) == 0 {
-		return nil, uiError{apiError(http.StatusConflict, "previews need signed overrides: set override_secret in the feature_flags global block").(caddy.APIError)}
+		return nil, forDashboard(apiError(http.StatusConflict, "previews need signed overrides: set override_secret in the feature_flags global block"))
 	}
 	value, err := SignOverride(secret, map[string]string{flag: variant}, time.Now().Add(ttl))
 	if err != nil {
 		return nil, err
 	}
-	return &http.Cookie{Name: b.app.overrides.cookie, Value: base64.RawURLEncoding.EncodeToString([]byte(value)), Path: "/",
+	return &http.Cookie{Name: b.app.overrides.cookie, Value: overrideCookieValue(value), Path: "/",
 		MaxAge: int(ttl.Seconds()), HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}, nil
 }
 

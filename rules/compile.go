@@ -218,8 +218,8 @@ func compile(docs []*Document, parseFailed bool) (*Set, error) {
 		switch {
 		case !f.broken:
 			set.flags[i].rules = c.rules(c.flagDoc[i], i, f, &set.flags[i], set)
-			if ro := set.flags[i].spec.Rollout; ro != nil && len(ro.Steps) > 0 {
-				set.flags[i].rules = append(set.flags[i].rules, rolloutRule(ro, f.RolloutShare, &set.flags[i]))
+			if spec := set.flags[i].spec; spec.Rollout != nil && len(spec.Rollout.Steps) > 0 {
+				set.flags[i].rules = append(set.flags[i].rules, rolloutRule(spec.Rollout, spec.CandidateShare(), &set.flags[i]))
 			}
 		case !parseFailed:
 			c.add(c.flagDoc[i], "flags."+f.Key, f.line, "the definition could not be read: parse it again to see why")
@@ -369,13 +369,9 @@ func (r *Rollout) WithDefaults() *Rollout {
 }
 
 // rolloutRule is the split a rollout adds after the flag's rules: the
-// candidate below share, the off variant above — so raising the share
+// candidate below bp (its share, in basis points), the off variant above — so raising the share
 // moves users from the control to the candidate and never back.
-func rolloutRule(ro *Rollout, share *int, cf *compiledFlag) rule {
-	bp := ro.Steps[0]
-	if share != nil {
-		bp = *share
-	}
+func rolloutRule(ro *Rollout, bp int, cf *compiledFlag) rule {
 	r := rule{name: "rollout", serve: -1}
 	if v := indexOf(cf.variants, ro.Variant); bp > 0 {
 		r.split = append(r.split, bucket{upper: bp, variant: v})

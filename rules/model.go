@@ -74,6 +74,15 @@ type flagLines struct {
 	variant                   []int // per entry of variants
 }
 
+// CandidateShare is the rollout's candidate share now, in basis points:
+// RolloutShare, or the first step's when the runtime layer has none.
+func (f *Flag) CandidateShare() int {
+	if f.RolloutShare != nil {
+		return *f.RolloutShare
+	}
+	return f.Rollout.Steps[0]
+}
+
 // Rollout is the plan of a guarded rollout: the candidate variant's share
 // of identified users goes up step by step while guards compare its
 // responses with the control's (the off variant), and it is rolled back

@@ -184,7 +184,7 @@ func (b *uiBackend) Flags() []dashboard.Flag {
 	out := make([]dashboard.Flag, set.Len())
 	for i := range out {
 		f := set.Flag(i)
-		d := dashboard.Flag{Definition: f, Killed: !*f.Enabled, Share: f.RolloutShare}
+		d := dashboard.Flag{Definition: f}
 		if e, ok := entries[f.Key]; ok && (e.Enabled != nil || e.Flag != nil) {
 			d.Runtime = &dashboard.Runtime{Killed: e.Enabled != nil && !*e.Enabled, Replaced: e.Flag != nil, Actor: e.Actor, Reason: e.Reason, At: e.At}
 		}

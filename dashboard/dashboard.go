@@ -39,12 +39,8 @@ type Flag struct {
 	// replacement's) as the compiled set has it: variants, off variant,
 	// default and enabled filled in.
 	Definition *rules.Flag
-	// Killed: the kill switch is on (at runtime or in the definition).
-	Killed bool
 	// Runtime is the flag's runtime layer entry, when it has one.
 	Runtime *Runtime
-	// Share is a rollout's candidate share now, in basis points.
-	Share *int
 	// Rollout is the flag's guarded rollout, when it runs one.
 	Rollout *Rollout
 	// Observed is each variant's traffic, for an observed flag.
@@ -53,6 +49,10 @@ type Flag struct {
 	// edge knows: its last change, or the time its source last changed.
 	Unchanged time.Time
 }
+
+// Killed reports whether the kill switch is on (at runtime or in the
+// definition).
+func (f Flag) Killed() bool { return !*f.Definition.Enabled }
 
 // Runtime is a runtime layer entry: a kill switch, a replacement, or both.
 type Runtime struct {

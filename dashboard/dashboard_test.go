@@ -33,36 +33,39 @@ func parseFlags(t *testing.T, yaml string) []*rules.Flag {
 
 func TestDescribe(t *testing.T) {
 	for _, tc := range []struct {
-		yaml   string
-		killed bool
-		want   []string
+		yaml string
+		want []string
 	}{
-		{`flags: {f: {}}`, false, []string{"Off for everyone."}},
-		{`flags: {f: {}}`, true, []string{"Turned off: everyone gets off."}},
-		{`flags: {f: {rules: [{serve: on}]}}`, false, []string{"On for everyone."}},
-		{`flags: {f: {variants: [control, treatment], default: control, rules: [{split: {treatment: 10, control: 90}}]}}`, false,
+		{`flags: {f: {}}`, []string{"Off for everyone."}},
+		{`flags: {f: {enabled: false}}`, []string{"Turned off: everyone gets off."}},
+		{`flags: {f: {rules: [{serve: on}]}}`, []string{"On for everyone."}},
+		{`flags: {f: {variants: [control, treatment], default: control, rules: [{split: {treatment: 10, control: 90}}]}}`,
 			[]string{"Treatment for 10 % and control for 90 % of everyone."}},
 		// In the order of the buckets, however the source wrote it.
-		{`flags: {f: {variants: [off, a, b], rules: [{split: {off: 50, b: 20, a: 30}}]}}`, false,
+		{`flags: {f: {variants: [off, a, b], rules: [{split: {off: 50, b: 20, a: 30}}]}}`,
 			[]string{"A for 30 %, b for 20 % and off for 50 % of everyone."}},
 		{`flags:
   f:
     rules:
       - {when: {header.X-Tester: {in: ["1"]}}, serve: on}
       - {when: {country: {in: [DE, FR]}}, split: {on: 10, off: 90}}
-`, false, []string{
+`, []string{
 			"On for users whose header X-Tester is 1.",
 			"On for 10 % and off for 90 % of users whose country is DE or FR.",
 			"Off for everyone else.",
 		}},
-		{`flags: {f: {rules: [{when: {header.X-Tester: {in: ["1"]}}, serve: on}, {split: {on: 25, off: 75}}]}}`, false, []string{
+		{`flags: {f: {rules: [{when: {header.X-Tester: {in: ["1"]}}, serve: on}, {split: {on: 25, off: 75}}]}}`, []string{
 			"On for users whose header X-Tester is 1.",
 			"On for 25 % and off for 75 % of everyone else.",
 		}},
+		// A rollout the runtime layer has no share for yet is at its first step.
+		{`flags: {f: {rollout: {variant: on, steps: [1, 100]}}}`, []string{
+			"Rolling out: on for 1 % of the others (identified users), off for the rest.",
+		}},
 	} {
 		f := parseFlags(t, tc.yaml)[0]
-		if got := Describe(f, tc.killed, nil); !slices.Equal(got, tc.want) {
-			t.Errorf("%s (killed %v):\n got %q\nwant %q", tc.yaml, tc.killed, got, tc.want)
+		if got := Describe(f); !slices.Equal(got, tc.want) {
+			t.Errorf("%s:\n got %q\nwant %q", tc.yaml, got, tc.want)
 		}
 	}
 }
@@ -70,20 +73,20 @@ func TestDescribe(t *testing.T) {
 func TestUniform(t *testing.T) {
 	for _, tc := range []struct {
 		yaml    string
-		killed  bool
 		variant string
 		uniform bool
 	}{
-		{`flags: {f: {}}`, false, "off", true},
-		{`flags: {f: {rules: [{serve: on}]}}`, false, "on", true},
-		{`flags: {f: {rules: [{split: {on: 100, off: 0}}]}}`, false, "on", true},
-		{`flags: {f: {rules: [{split: {on: 10, off: 90}}]}}`, false, "", false},
-		{`flags: {f: {rules: [{split: {on: 10, off: 90}}]}}`, true, "off", true},
-		{`flags: {f: {rules: [{when: {country: {in: [DE]}}, serve: on}]}}`, false, "", false},
+		{`flags: {f: {}}`, "off", true},
+		{`flags: {f: {rules: [{serve: on}]}}`, "on", true},
+		{`flags: {f: {rules: [{split: {on: 100, off: 0}}]}}`, "on", true},
+		{`flags: {f: {rules: [{split: {on: 10, off: 90}}]}}`, "", false},
+		{`flags: {f: {enabled: false, rules: [{split: {on: 10, off: 90}}]}}`, "off", true},
+		{`flags: {f: {rules: [{when: {country: {in: [DE]}}, serve: on}]}}`, "", false},
+		{`flags: {f: {rollout: {variant: on, steps: [1, 100]}}}`, "", false},
 	} {
-		v, ok := Uniform(parseFlags(t, tc.yaml)[0], tc.killed, nil)
+		v, ok := Uniform(parseFlags(t, tc.yaml)[0])
 		if v != tc.variant || ok != tc.uniform {
-			t.Errorf("%s (killed %v): %q, %v; want %q, %v", tc.yaml, tc.killed, v, ok, tc.variant, tc.uniform)
+			t.Errorf("%s: %q, %v; want %q, %v", tc.yaml, v, ok, tc.variant, tc.uniform)
 		}
 	}
 }
@@ -307,16 +310,16 @@ func TestEveryPageRenders(t *testing.T) {
   banner: {enabled: false}
 `)
 	at := time.Date(2026, 11, 20, 9, 30, 0, 0, time.UTC)
-	share := 500
+	flags[0].RolloutShare = new(500)
 	b := &backend{
 		flags: []Flag{
-			{Definition: flags[0], Share: &share, Runtime: &Runtime{Replaced: true, Actor: "bob", Reason: "a hotfix", At: at},
+			{Definition: flags[0], Runtime: &Runtime{Replaced: true, Actor: "bob", Reason: "a hotfix", At: at},
 				Rollout: &Rollout{Status: rollout.Running, Candidate: "on", Control: "off", Step: 2, Steps: []float64{1, 5, 25, 100}, Percent: 5,
 					Waiting: "412 more candidate requests", Evidence: rollout.Evidence{Candidate: rollout.Arm{Requests: 88, Failures: 1}, Control: rollout.Arm{Requests: 1700, Failures: 12}},
 					Guards:    []rollout.GuardResult{{Guard: "failure_rate", Verdict: rollout.Inconclusive, Candidate: 1.1, Control: 0.7, Threshold: 0.5, Detail: "p = 0.4"}},
 					Decisions: []rollout.Decision{{At: at, Actor: "rollout", Action: rollout.Advance, Step: 1, FromPercent: 1, ToPercent: 5, Reason: "every guard passed"}}},
 				Observed: []Observed{{Variant: "off", Requests: 1700, Failures: 12, FailureRate: 0.7, P99: 41}, {Variant: "on", Requests: 88, Failures: 1, FailureRate: 1.1, P99: 44}}},
-			{Definition: flags[1], Killed: true, Runtime: &Runtime{Killed: true, Actor: "alice", Reason: "INC-7", At: at}},
+			{Definition: flags[1], Runtime: &Runtime{Killed: true, Actor: "alice", Reason: "INC-7", At: at}},
 		},
 		history: []Change{
 			{At: at, Actor: "bob", Reason: "a hotfix", Flag: "checkout", Action: "replace", Before: json.RawMessage(`{"enabled":true}`), After: json.RawMessage(`{"enabled":true,"owner":"x"}`)},

@@ -99,8 +99,8 @@ type row struct {
 func (h *Handler) row(f Flag) row {
 	d := f.Definition
 	r := row{Key: d.Key, Description: d.Description, Owner: d.Owner, Ticket: d.Ticket, Tags: d.Tags, State: state(f),
-		Unchanged: f.Unchanged, Serving: Describe(d, f.Killed, f.Share), Observed: f.Observed}
-	_, uniform := Uniform(d, f.Killed, f.Share)
+		Unchanged: f.Unchanged, Serving: Describe(d), Observed: f.Observed}
+	_, uniform := Uniform(d)
 	r.Stale = uniform && !f.Unchanged.IsZero() && h.now().Sub(f.Unchanged) > h.StaleAfter
 	r.Search = strings.ToLower(strings.Join(append([]string{d.Key, d.Description, d.Owner, d.Ticket}, d.Tags...), " "))
 	return r
@@ -110,7 +110,7 @@ func (h *Handler) row(f Flag) row {
 // rolled back.
 func state(f Flag) string {
 	switch {
-	case f.Killed:
+	case f.Killed():
 		return "killed"
 	case f.Rollout == nil:
 		return "live"

@@ -12,10 +12,9 @@ import (
 // Describe says in plain words who gets which variant of f, one line per
 // rule, then everyone else: "on for 10 % and off for 90 % of users whose
 // country is DE or FR". A disabled flag is one line: everyone gets its off
-// variant. share, when not nil, is a rollout's candidate share in basis
-// points now: it follows the rules, as it serves.
-func Describe(f *rules.Flag, killed bool, share *int) []string {
-	if killed {
+// variant. A rollout follows the rules, at its candidate's share now.
+func Describe(f *rules.Flag) []string {
+	if !*f.Enabled {
 		return []string{fmt.Sprintf("Turned off: everyone gets %s.", f.OffVariant)}
 	}
 	var out []string
@@ -29,9 +28,9 @@ func Describe(f *rules.Flag, killed bool, share *int) []string {
 			return out // nobody is left for what follows
 		}
 	}
-	if f.Rollout != nil && share != nil {
+	if f.Rollout != nil {
 		out = append(out, fmt.Sprintf("Rolling out: %s for %s of the others (identified users), %s for the rest.",
-			f.Rollout.Variant, percent(*share), f.OffVariant))
+			f.Rollout.Variant, percent(f.CandidateShare()), f.OffVariant))
 		return out
 	}
 	if len(out) == 0 {
@@ -55,13 +54,13 @@ func RuleWords(f *rules.Flag, r rules.Rule) string {
 // Uniform reports the variant f serves to everyone, when it serves one:
 // killed, no rules (the default), or a first rule for everyone with one
 // variant at 100 %. Such a flag is code to delete once it stays so.
-func Uniform(f *rules.Flag, killed bool, share *int) (string, bool) {
-	if killed {
+func Uniform(f *rules.Flag) (string, bool) {
+	if !*f.Enabled {
 		return f.OffVariant, true
 	}
 	if len(f.Rules) == 0 {
-		if f.Rollout != nil && share != nil {
-			switch *share {
+		if f.Rollout != nil {
+			switch f.CandidateShare() {
 			case 0:
 				return f.OffVariant, true
 			case 10000:

@@ -152,11 +152,7 @@ func (a *App) checkRollouts(now time.Time) {
 		if f.Rollout == nil {
 			continue
 		}
-		share := f.Rollout.Steps[0]
-		if f.RolloutShare != nil {
-			share = *f.RolloutShare
-		}
-		metricRolloutPercent.WithLabelValues(f.Key).Set(float64(share) / 100)
+		metricRolloutPercent.WithLabelValues(f.Key).Set(float64(f.CandidateShare()) / 100)
 		st := entries[f.Key].Rollout
 		switch {
 		case st == nil || st.Plan != rollout.Fingerprint(f.Rollout):
